@@ -1,0 +1,73 @@
+/**
+ * Consumer checkpoints in a SQLite table. The embedded log keeps them in its own database (one
+ * transaction domain with the records); the Kinesis backend keeps them in a local SQLite file
+ * until multi-worker leases arrive.
+ */
+import type Database from "better-sqlite3"
+import { Schema } from "effect"
+import { compareSequenceNumbers } from "./Shards.js"
+import { Position } from "./StreamLog.js"
+
+const StoredPosition = Schema.parseJson(
+  Schema.Union(
+    Schema.TaggedStruct("TrimHorizon", {}),
+    Schema.TaggedStruct("Latest", {}),
+    Schema.TaggedStruct("AtSequence", { sequenceNumber: Schema.String }),
+    Schema.TaggedStruct("AfterSequence", { sequenceNumber: Schema.String }),
+    Schema.TaggedStruct("AtTimestamp", { at: Schema.Number }),
+  ),
+)
+const encode = Schema.encodeSync(StoredPosition)
+const decode = Schema.decodeUnknownSync(StoredPosition)
+
+/** Synchronous checkpoint store; callers wrap it in effects and map errors. */
+export interface CheckpointTable {
+  /** The stored position, if any. */
+  readonly get: (consumer: string, shardId: string) => Position | undefined
+  /** Moves the checkpoint forward to "after `sequenceNumber`"; an older checkpoint is a no-op. */
+  readonly advance: (consumer: string, shardId: string, sequenceNumber: string) => void
+  /** Stores any position (replay). */
+  readonly reset: (consumer: string, shardId: string, position: Position) => void
+  /** Every consumer's stored position in a shard. */
+  readonly all: (shardId: string) => ReadonlyArray<Position>
+}
+
+export const checkpointTable = (db: Database.Database): CheckpointTable => {
+  db.exec(`CREATE TABLE IF NOT EXISTS checkpoints (
+    consumer TEXT NOT NULL,
+    shard_id TEXT NOT NULL,
+    position TEXT NOT NULL,
+    PRIMARY KEY (consumer, shard_id)
+  ) WITHOUT ROWID`)
+  const select = db.prepare<[string, string], { position: string }>(
+    "SELECT position FROM checkpoints WHERE consumer = ? AND shard_id = ?",
+  )
+  const upsert = db.prepare<[string, string, string]>(
+    "INSERT INTO checkpoints (consumer, shard_id, position) VALUES (?, ?, ?) " +
+      "ON CONFLICT (consumer, shard_id) DO UPDATE SET position = excluded.position",
+  )
+  const selectShard = db.prepare<[string], { position: string }>(
+    "SELECT position FROM checkpoints WHERE shard_id = ?",
+  )
+  const get = (consumer: string, shardId: string): Position | undefined => {
+    const row = select.get(consumer, shardId)
+    return row === undefined ? undefined : (decode(row.position) as Position)
+  }
+  const advance = db.transaction((consumer: string, shardId: string, sequenceNumber: string) => {
+    const current = get(consumer, shardId)
+    // A redelivered or late checkpoint never moves a consumer backwards; resetting is explicit.
+    if (
+      current?._tag === "AfterSequence" &&
+      compareSequenceNumbers(current.sequenceNumber, sequenceNumber) >= 0
+    ) {
+      return
+    }
+    upsert.run(consumer, shardId, encode(Position.AfterSequence({ sequenceNumber })))
+  })
+  return {
+    get,
+    advance: (consumer, shardId, sequenceNumber) => advance(consumer, shardId, sequenceNumber),
+    reset: (consumer, shardId, position) => void upsert.run(consumer, shardId, encode(position)),
+    all: (shardId) => selectShard.all(shardId).map((row) => decode(row.position) as Position),
+  }
+}
