@@ -65,6 +65,8 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
     )
     db.pragma("journal_mode = WAL")
     db.pragma(`synchronous = ${config.fsync ? "FULL" : "NORMAL"}`)
+    // High-water marks, written only when trimming: otherwise the newest row of each shard table
+    // carries them, so a commit writes nothing but the rows it inserts.
     db.exec(`CREATE TABLE IF NOT EXISTS shards (
       shard INTEGER PRIMARY KEY,
       last_seq INTEGER NOT NULL,
@@ -99,14 +101,21 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
       last_seq: number
       last_arrived_at: number
     }>
-    const lastSeq = state.map((s) => s.last_seq)
-    const lastArrivedAt = state.map((s) => s.last_arrived_at)
+    const newest = ranges.map(
+      (_, i) =>
+        db.prepare(`SELECT seq, arrived_at FROM shard_${i} ORDER BY seq DESC LIMIT 1`).get() as
+          | { seq: number; arrived_at: number }
+          | undefined,
+    )
+    const lastSeq = state.map((s, i) => Math.max(s.last_seq, newest[i]?.seq ?? 0))
+    const lastArrivedAt = state.map((s, i) => Math.max(s.last_arrived_at, newest[i]?.arrived_at ?? 0))
+    const shardIds = ranges.map((_, i) => shardIdOf(i))
     const inserts = ranges.map((_, i) =>
       db.prepare<[number, string, Buffer | Uint8Array, number]>(
         `INSERT INTO shard_${i} (seq, pkey, data, arrived_at) VALUES (?, ?, ?, ?)`,
       ),
     )
-    const saveShard = db.prepare<[number, number, number]>(
+    const saveHighWater = db.prepare<[number, number, number]>(
       "UPDATE shards SET last_seq = ?, last_arrived_at = ? WHERE shard = ?",
     )
     const bytesOf = (i: number, where: string) =>
@@ -135,21 +144,16 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
     let scheduled = false
     const commitTx = db.transaction((jobs: ReadonlyArray<Pending>, now: number) => {
       const results: Array<Array<Appended>> = []
-      const touched = new Set<number>()
       for (const job of jobs) {
         const out: Array<Appended> = []
         for (let r = 0; r < job.records.length; r++) {
           const shard = job.shards[r]!
           const seq = ++lastSeq[shard]!
           inserts[shard]!.run(seq, job.records[r]!.partitionKey, job.records[r]!.data, now)
-          out.push({ shardId: shardIdOf(shard), sequenceNumber: String(seq) })
-          touched.add(shard)
+          out.push({ shardId: shardIds[shard]!, sequenceNumber: String(seq) })
+          lastArrivedAt[shard] = now
         }
         results.push(out)
-      }
-      for (const shard of touched) {
-        lastArrivedAt[shard] = now
-        saveShard.run(lastSeq[shard]!, now, shard)
       }
       return results
     })
@@ -175,11 +179,15 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
       // Arrival times never go backwards within a shard, so AtTimestamp can binary-search by seq.
       const now = Math.max(Date.now(), ...lastArrivedAt)
       const before = lastSeq.slice()
+      const arrivedBefore = lastArrivedAt.slice()
       try {
         const results = commitTx(jobs, now)
         for (let j = 0; j < jobs.length; j++) jobs[j]!.resume(Effect.succeed(results[j]!))
       } catch (cause) {
-        for (let i = 0; i < before.length; i++) lastSeq[i] = before[i]!
+        for (let i = 0; i < before.length; i++) {
+          lastSeq[i] = before[i]!
+          lastArrivedAt[i] = arrivedBefore[i]!
+        }
         const error = unavailable("append")(cause)
         for (const job of jobs) {
           retainedBytes -= job.bytes
@@ -198,7 +206,11 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
     /** Deletes records up to `seq` in a shard, returning the bytes freed. */
     const trimThrough = (shard: number, seq: number): number => {
       const bytes = bytesThrough[shard]!.get(seq)?.bytes ?? 0
-      if (bytes > 0) deleteThrough[shard]!.run(seq)
+      if (bytes > 0) {
+        // The rows about to go may hold the high-water mark; keep it so sequence numbers never repeat.
+        saveHighWater.run(lastSeq[shard]!, lastArrivedAt[shard]!, shard)
+        deleteThrough[shard]!.run(seq)
+      }
       retainedBytes -= bytes
       return bytes
     }
@@ -237,7 +249,7 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
     const reclaimConsumed = () => {
       let freed = 0
       for (let shard = 0; shard < shardCount; shard++) {
-        const positions = checkpoints.all(shardIdOf(shard))
+        const positions = checkpoints.all(shardIds[shard]!)
         if (positions.length === 0 || positions.some((p) => p._tag !== "AfterSequence")) continue
         const safe = Math.min(
           ...positions.map((p) => (p._tag === "AfterSequence" ? Number(p.sequenceNumber) : 0)),
@@ -271,13 +283,22 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
         : Effect.fail(new UnknownShard({ shardId }))
     }
     const shards: ReadonlyArray<ShardInfo> = ranges.map((r, i) => ({
-      shardId: shardIdOf(i),
+      shardId: shardIds[i]!,
       hashKeyStart: r.start,
       hashKeyEnd: r.end,
     }))
+    // Devices append again and again: memoising key -> shard saves an MD5 per record. A cache,
+    // so bounded by clearing.
+    const shardCache = new Map<string, number>()
     const shardOfKey = (partitionKey: string) => {
-      const key = hashKey(partitionKey)
-      return ranges.findIndex((r) => r.start <= key && key <= r.end)
+      let shard = shardCache.get(partitionKey)
+      if (shard === undefined) {
+        const key = hashKey(partitionKey)
+        shard = ranges.findIndex((r) => r.start <= key && key <= r.end)
+        if (shardCache.size >= 100_000) shardCache.clear()
+        shardCache.set(partitionKey, shard)
+      }
+      return shard
     }
 
     const append: StreamLogApi["append"] = (records) =>
