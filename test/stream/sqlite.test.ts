@@ -19,10 +19,13 @@ describe("embedded log", () => {
       const acks = yield* log.append(Array.from({ length: 9 }, () => record("d", 1000)))
       const full = yield* Effect.either(log.append([record("d", 2000)]))
       expect(Either.isLeft(full) && full.left._tag).toBe("StreamFull")
-      if (Either.isLeft(full) && full.left._tag === "StreamFull") expect(full.left.retryAfterMs).toBeGreaterThan(0)
+      if (Either.isLeft(full) && full.left._tag === "StreamFull")
+        expect(full.left.retryAfterMs).toBeGreaterThan(0)
       const reader = yield* log.reader(acks[0]!.shardId, Position.TrimHorizon())
       expect(yield* readN(reader, 9)).toHaveLength(9)
-    }).pipe(Effect.provide(SqliteStreamLog.layerWith({ ...SqliteStreamLog.defaults(fresh()), maxBytes: 10_000 }))),
+    }).pipe(
+      Effect.provide(SqliteStreamLog.layerWith({ ...SqliteStreamLog.defaults(fresh()), maxBytes: 10_000 })),
+    ),
   )
 
   it.scopedLive("at its budget frees only records every consumer has checkpointed", () =>
@@ -38,8 +41,13 @@ describe("embedded log", () => {
       expect(Either.isLeft(next) && next.left._tag).toBe("StreamFull")
       const slow = yield* log.reader(shardId, yield* log.resumePosition("slow", shardId))
       const rest = yield* readN(slow, 5)
-      expect(rest.map((r) => r.sequenceNumber)).toEqual([...acks.slice(5).map((a) => a.sequenceNumber), expect.any(String)])
-    }).pipe(Effect.provide(SqliteStreamLog.layerWith({ ...SqliteStreamLog.defaults(fresh()), maxBytes: 10_000 }))),
+      expect(rest.map((r) => r.sequenceNumber)).toEqual([
+        ...acks.slice(5).map((a) => a.sequenceNumber),
+        expect.any(String),
+      ])
+    }).pipe(
+      Effect.provide(SqliteStreamLog.layerWith({ ...SqliteStreamLog.defaults(fresh()), maxBytes: 10_000 })),
+    ),
   )
 
   it.scopedLive("trims records older than the retention, and sequence numbers never repeat after", () => {
@@ -70,7 +78,10 @@ describe("embedded log", () => {
   it.scopedLive("keeps the shard count it was created with", () => {
     const dataDir = fresh()
     return Effect.gen(function* () {
-      yield* Effect.provide(Effect.void, SqliteStreamLog.layerWith({ ...SqliteStreamLog.defaults(dataDir), shardCount: 2 }))
+      yield* Effect.provide(
+        Effect.void,
+        SqliteStreamLog.layerWith({ ...SqliteStreamLog.defaults(dataDir), shardCount: 2 }),
+      )
       const shards = yield* Effect.provide(
         Effect.flatMap(StreamLog, (log) => log.listShards),
         SqliteStreamLog.layerWith({ ...SqliteStreamLog.defaults(dataDir), shardCount: 8 }),
