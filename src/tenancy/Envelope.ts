@@ -1,26 +1,55 @@
 /**
  * What ingress appends to the stream for every accepted message: who sent it (from the
- * credentials, never from the topic or body), when it arrived, and the payload as received.
+ * credentials, never from the topic or body), when it arrived, and the payload bytes exactly as
+ * received. Ingress does not parse MQTT payloads: the device actor does, and a payload that is not
+ * valid JSON becomes a dead letter with the reason instead of costing the hot path a parse.
+ *
+ * Record bytes: one line of JSON header, a newline, then the raw payload.
  */
-import { Schema } from "effect"
+import { Either, Schema } from "effect"
 
-export const Envelope = Schema.Struct({
+export const EnvelopeHeader = Schema.Struct({
   tenantId: Schema.String,
   deviceId: Schema.String,
   deviceClass: Schema.String,
   /** Ingress time, epoch ms. */
   receivedAt: Schema.Number,
-  /** The device's JSON: one object or an array of them (one reading each). */
-  payload: Schema.Unknown,
 })
-export type Envelope = typeof Envelope.Type
+export type EnvelopeHeader = typeof EnvelopeHeader.Type
+
+export interface Envelope extends EnvelopeHeader {
+  /** The device's payload as sent: JSON, one object or an array of them. */
+  readonly payload: Uint8Array
+}
 
 /** One device = one partition key = one shard, so a device's messages stay in order. */
 export const partitionKeyOf = (tenantId: string, deviceId: string) => `${tenantId}/${deviceId}`
 
-/** Stream record bytes of an envelope. JSON keeps the log readable with any SQLite or Kinesis tool. */
-export const encodeEnvelope = (envelope: Envelope): Uint8Array =>
-  Buffer.from(JSON.stringify(envelope), "utf8")
+const NEWLINE = 0x0a
 
-/** Parses stream record bytes back into an envelope; a record that fails is a dead letter. */
-export const decodeEnvelope = Schema.decodeUnknownEither(Schema.parseJson(Envelope))
+/** Stream record bytes of an envelope. */
+export const encodeEnvelope = (header: EnvelopeHeader, payload: Uint8Array): Uint8Array => {
+  const head = Buffer.from(
+    JSON.stringify({
+      tenantId: header.tenantId,
+      deviceId: header.deviceId,
+      deviceClass: header.deviceClass,
+      receivedAt: header.receivedAt,
+    }) + "\n",
+    "utf8",
+  )
+  return Buffer.concat([head, payload])
+}
+
+const decodeHeader = Schema.decodeUnknownEither(Schema.parseJson(EnvelopeHeader))
+
+/** Splits stream record bytes back into header and payload; a record that fails is a dead letter. */
+export const decodeEnvelope = (data: Uint8Array): Either.Either<Envelope, string> => {
+  const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  const cut = bytes.indexOf(NEWLINE)
+  if (cut < 0) return Either.left("stream record has no envelope header")
+  return Either.match(decodeHeader(bytes.toString("utf8", 0, cut)), {
+    onLeft: (error) => Either.left(`stream record has a malformed envelope header: ${error.message}`),
+    onRight: (header) => Either.right({ ...header, payload: bytes.subarray(cut + 1) }),
+  })
+}

@@ -1,0 +1,81 @@
+/**
+ * The platform's Prometheus metrics (prom-client), one registry per process. Tiers record into
+ * these; serving exposes them at /metrics. Names follow Prometheus conventions (unit suffixes).
+ */
+import { Context, Effect, Layer } from "effect"
+import { Counter, Gauge, Histogram, Registry } from "prom-client"
+
+export interface MetricsApi {
+  readonly registry: Registry
+  /** Messages accepted by ingress (durably appended), by transport. */
+  readonly ingested: Counter<"transport">
+  /** Messages refused by ingress, by transport and reason (auth, malformed, too_large, pushback). */
+  readonly refused: Counter<"transport" | "reason">
+  /** How far each shard's consumer is behind the newest record, ms. */
+  readonly streamLagMs: Gauge<"shard">
+  /** Device actors currently alive. */
+  readonly liveActors: Gauge
+  /** Readings stored, and readings sent to the dead-letter table. */
+  readonly stored: Counter
+  readonly deadLetters: Counter
+  /** Time from calling insert to ClickHouse's acknowledgement, seconds. */
+  readonly insertLatency: Histogram
+  /** Live WebSocket subscribers. */
+  readonly liveSubscribers: Gauge
+}
+
+export class Metrics extends Context.Tag("sluice/Metrics")<Metrics, MetricsApi>() {}
+
+export const make = (): MetricsApi => {
+  const registry = new Registry()
+  const registers = [registry]
+  return {
+    registry,
+    ingested: new Counter({
+      name: "sluice_ingested_messages_total",
+      help: "Messages durably appended to the stream by ingress",
+      labelNames: ["transport"],
+      registers,
+    }),
+    refused: new Counter({
+      name: "sluice_refused_messages_total",
+      help: "Messages refused by ingress",
+      labelNames: ["transport", "reason"],
+      registers,
+    }),
+    streamLagMs: new Gauge({
+      name: "sluice_stream_lag_milliseconds",
+      help: "How far the processor is behind the newest record, per shard",
+      labelNames: ["shard"],
+      registers,
+    }),
+    liveActors: new Gauge({ name: "sluice_device_actors", help: "Device actors alive", registers }),
+    stored: new Counter({
+      name: "sluice_stored_readings_total",
+      help: "Readings stored in ClickHouse",
+      registers,
+    }),
+    deadLetters: new Counter({
+      name: "sluice_dead_letters_total",
+      help: "Readings that failed their device class and went to the dead-letter table",
+      registers,
+    }),
+    insertLatency: new Histogram({
+      name: "sluice_insert_latency_seconds",
+      help: "ClickHouse insert latency, call to acknowledgement",
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    liveSubscribers: new Gauge({
+      name: "sluice_live_subscribers",
+      help: "Live WebSocket subscribers",
+      registers,
+    }),
+  }
+}
+
+/** A fresh registry per layer build, so tests and restarts never share counters. */
+export const layer = Layer.sync(Metrics, make)
+
+/** The Prometheus exposition text. */
+export const render = Effect.flatMap(Metrics, (m) => Effect.promise(() => m.registry.metrics()))
