@@ -1,0 +1,60 @@
+/**
+ * Processing tier configuration (SLUICE_PROCESSOR_*), read with Effect `Config`.
+ */
+import { Config } from "effect"
+
+export interface ProcessorConfig {
+  /** The consumer name whose checkpoints this processor keeps. Default `processor`. */
+  readonly consumer: string
+  /** Records per pull from a shard. Default 2000. */
+  readonly pullMaxRecords: number
+  /** Bytes per pull from a shard. Default 4 MiB. */
+  readonly pullMaxBytes: number
+  /** Wait before pulling again from a caught-up shard. Default 5 ms: it bounds live latency. */
+  readonly idlePollMs: number
+  /** Pulled batches in flight (not yet stored) per shard before the worker stops pulling. Default 8. */
+  readonly maxInflightBatches: number
+  /** A tenant actor inserts when this many readings are buffered... Default 5000. */
+  readonly maxBatchRows: number
+  /** ...or when the oldest buffered reading has waited this long. Default 100 ms. */
+  readonly flushIntervalMs: number
+  /** Batches (each at most one pull) a tenant actor's mailbox holds before senders wait. Default 32. */
+  readonly mailboxBatches: number
+  /** Message ids remembered per device for dedup. Default 1024. */
+  readonly dedupWindow: number
+  /** A device actor idle this long is dropped (its state is rebuilt on the next message). Default 10 min. */
+  readonly deviceIdleMs: number
+  /** How often shards are listed for splits, merges and finished parents. Default 10 s. */
+  readonly shardRefreshMs: number
+}
+
+const key = <A>(c: Config.Config<A>) => c.pipe(Config.nested("processor"), Config.nested("sluice"))
+
+export const processor: Config.Config<ProcessorConfig> = Config.all({
+  consumer: key(Config.string("consumer").pipe(Config.withDefault("processor"))),
+  pullMaxRecords: key(Config.integer("pull_max_records").pipe(Config.withDefault(2000))),
+  pullMaxBytes: key(Config.integer("pull_max_bytes").pipe(Config.withDefault(4 * 1024 * 1024))),
+  idlePollMs: key(Config.integer("idle_poll_ms").pipe(Config.withDefault(5))),
+  maxInflightBatches: key(Config.integer("max_inflight_batches").pipe(Config.withDefault(8))),
+  maxBatchRows: key(Config.integer("max_batch_rows").pipe(Config.withDefault(5000))),
+  flushIntervalMs: key(Config.integer("flush_interval_ms").pipe(Config.withDefault(100))),
+  mailboxBatches: key(Config.integer("mailbox_batches").pipe(Config.withDefault(32))),
+  dedupWindow: key(Config.integer("dedup_window").pipe(Config.withDefault(1024))),
+  deviceIdleMs: key(Config.integer("device_idle_ms").pipe(Config.withDefault(600_000))),
+  shardRefreshMs: key(Config.integer("shard_refresh_ms").pipe(Config.withDefault(10_000))),
+})
+
+/** Defaults, for tests and benchmarks that override a few fields. */
+export const defaults: ProcessorConfig = {
+  consumer: "processor",
+  pullMaxRecords: 2000,
+  pullMaxBytes: 4 * 1024 * 1024,
+  idlePollMs: 5,
+  maxInflightBatches: 8,
+  maxBatchRows: 5000,
+  flushIntervalMs: 100,
+  mailboxBatches: 32,
+  dedupWindow: 1024,
+  deviceIdleMs: 600_000,
+  shardRefreshMs: 10_000,
+}
