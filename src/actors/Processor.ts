@@ -31,7 +31,8 @@ export const make = (config: ProcessorConfig.ProcessorConfig) =>
     // messages to the dead-letter table with the reason.
     const classes = new Map<string, CompiledDeviceClass | undefined>()
     const deviceClass = (name: string) => {
-      if (!classes.has(name)) classes.set(name, Option.getOrUndefined(Option.map(tenancy.deviceClass(name), compile)))
+      if (!classes.has(name))
+        classes.set(name, Option.getOrUndefined(Option.map(tenancy.deviceClass(name), compile)))
       return classes.get(name)
     }
 
@@ -72,12 +73,16 @@ export const make = (config: ProcessorConfig.ProcessorConfig) =>
           Effect.scoped,
           Effect.tapError((error) => Effect.logError(`shard worker failed; restarting`, error)),
           Effect.retry({
-            schedule: Schedule.exponential(Duration.millis(100), 2).pipe(Schedule.either(Schedule.spaced("10 seconds"))),
+            schedule: Schedule.exponential(Duration.millis(100), 2).pipe(
+              Schedule.either(Schedule.spaced("10 seconds")),
+            ),
             while: () => !stopping,
           }),
           Effect.flatMap((ended) =>
             ended
-              ? Effect.sync(() => finished.add(shard.shardId)).pipe(Effect.zipRight(Effect.forkDaemon(startReadable)))
+              ? Effect.sync(() => finished.add(shard.shardId)).pipe(
+                  Effect.zipRight(Effect.forkDaemon(startReadable)),
+                )
               : Effect.void,
           ),
           Effect.ignore,
@@ -102,7 +107,9 @@ export const make = (config: ProcessorConfig.ProcessorConfig) =>
         yield* Effect.logInfo("processor drained: every pulled record is stored and checkpointed")
       }).pipe(
         Effect.timeout(DRAIN_TIMEOUT),
-        Effect.catchAll(() => Effect.logWarning("processor drain timed out; unstored records stay in the stream")),
+        Effect.catchAll(() =>
+          Effect.logWarning("processor drain timed out; unstored records stay in the stream"),
+        ),
       ),
     )
   })

@@ -104,9 +104,9 @@ export const run = (shardId: string, deps: ShardWorkerDeps) =>
 
     let pulls = 0
     while (!deps.stopping()) {
-      const batch = yield* reader.pull({ maxRecords: config.pullMaxRecords, maxBytes: config.pullMaxBytes }).pipe(
-        Effect.retry({ schedule: transientRetry, while: (e) => e._tag === "StreamUnavailable" }),
-      )
+      const batch = yield* reader
+        .pull({ maxRecords: config.pullMaxRecords, maxBytes: config.pullMaxBytes })
+        .pipe(Effect.retry({ schedule: transientRetry, while: (e) => e._tag === "StreamUnavailable" }))
       metrics.streamLagMs.set({ shard: shardId }, batch.behindLatestMs)
       if (batch.records.length === 0) {
         if (batch.endOfShard) break
