@@ -14,10 +14,11 @@ export interface TelemetryRow {
   readonly deviceId: string
   readonly deviceClass: string
   readonly msgId: string
-  /** Device time, epoch ms. */
+  /** Device time, epoch ms, within the storable range (`isStorableTime`). */
   readonly ts: number
   /** Ingress time, epoch ms. */
   readonly receivedAt: number
+  /** Numbers (including NaN and ±Infinity), booleans and strings all read back with their type. */
   readonly values: Readonly<Record<string, FieldValue>>
 }
 
@@ -51,7 +52,10 @@ export type AggregateFn = "avg" | "min" | "max" | "sum" | "count"
 export interface AggregateBucket {
   /** Bucket start, epoch ms. */
   readonly start: number
-  /** `${fn}_${field}` -> value (null when the bucket has no value for the field). */
+  /**
+   * `${fn}_${field}` -> value: null when the bucket has no value for the field, except `count`,
+   * which is 0 then. Booleans count as 0/1, so `avg` of a boolean is the fraction that was true.
+   */
   readonly values: Readonly<Record<string, number | null>>
 }
 
@@ -70,6 +74,41 @@ export class StorageUnavailable extends Schema.TaggedError<StorageUnavailable>()
     return `storage ${this.operation} failed: ${this.reason}`
   }
 }
+
+/** A history cursor that this store did not hand out (corrupt, truncated or from elsewhere). */
+export class InvalidCursor extends Schema.TaggedError<InvalidCursor>()("InvalidCursor", {
+  cursor: Schema.String,
+}) {
+  override get message() {
+    return `invalid history cursor ${JSON.stringify(this.cursor.slice(0, 64))}: pass back a nextCursor unchanged`
+  }
+}
+
+/** A query argument out of its domain (a limit, an interval, an aggregate function). */
+export class InvalidQuery extends Schema.TaggedError<InvalidQuery>()("InvalidQuery", {
+  reason: Schema.String,
+}) {
+  override get message() {
+    return `invalid query: ${this.reason}`
+  }
+}
+
+/** The most rows one `history` or `deadLetters` call returns. */
+export const maxPageSize = 10_000
+
+/**
+ * Device times ClickHouse's DateTime64 is specified for: 1900-01-01 to 2299-12-31 UTC. Outside,
+ * this store still keeps and returns the exact milliseconds (DateTime64 is Int64 ticks), but
+ * ClickHouse renders and date-computes them wrongly, so a device class should dead-letter a
+ * reading whose time is not storable (typically seconds or microseconds sent as milliseconds).
+ */
+export const isStorableTime = (ms: number): boolean =>
+  Number.isInteger(ms) && ms >= minStorableTime && ms <= maxStorableTime
+
+/** 1900-01-01T00:00:00.000Z, the earliest storable time, epoch ms. */
+export const minStorableTime = -2_208_988_800_000
+/** 2299-12-31T23:59:59.999Z, the latest storable time, epoch ms. */
+export const maxStorableTime = 10_413_791_999_999
 
 export interface TelemetryStoreApi {
   /**
@@ -90,7 +129,7 @@ export interface TelemetryStoreApi {
     deviceId: string,
     range: TimeRange,
     page: { readonly limit: number; readonly cursor?: string | undefined },
-  ) => Effect.Effect<HistoryPage, StorageUnavailable>
+  ) => Effect.Effect<HistoryPage, StorageUnavailable | InvalidCursor | InvalidQuery>
   /** Buckets of `intervalMs` over a range, with the chosen functions of the chosen numeric fields. */
   readonly aggregate: (
     tenantId: string,
@@ -101,7 +140,7 @@ export interface TelemetryStoreApi {
       readonly fields: ReadonlyArray<string>
       readonly fns: ReadonlyArray<AggregateFn>
     },
-  ) => Effect.Effect<ReadonlyArray<AggregateBucket>, StorageUnavailable>
+  ) => Effect.Effect<ReadonlyArray<AggregateBucket>, StorageUnavailable | InvalidQuery>
   /** The newest reading by device time (not by arrival). */
   readonly latest: (
     tenantId: string,
@@ -113,7 +152,7 @@ export interface TelemetryStoreApi {
   readonly deadLetters: (
     tenantId: string,
     limit: number,
-  ) => Effect.Effect<ReadonlyArray<DeadLetter>, StorageUnavailable>
+  ) => Effect.Effect<ReadonlyArray<DeadLetter>, StorageUnavailable | InvalidQuery>
 }
 
 /** The TelemetryStore service. Backend: `ClickHouseTelemetryStore` (chDB in-process or a server). */

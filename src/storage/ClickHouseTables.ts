@@ -1,0 +1,197 @@
+/**
+ * The ClickHouse tables behind the TelemetryStore, and how rows cross into and out of them.
+ *
+ * Partitioning: `PARTITION BY tenant_id`, not `(tenant_id, toYYYYMM(ts))`. Every insert splits
+ * its block into one part per partition it touches; a batch from a shard carries many tenants and
+ * device clocks that may span months, so a month in the key multiplies the parts per insert (and
+ * the dedup-log entries each of them takes) for no read benefit: every query names one tenant and
+ * a ts range, which the sort key already prunes. One partition per tenant keeps a tenant's data
+ * physically apart, lets `ALTER TABLE … DROP PARTITION` delete a tenant, and makes FINAL cheap
+ * (`do_not_merge_across_partitions_select_final`: duplicates share tenant_id, so never cross
+ * partitions). Retention, when it comes, is a row TTL on ts. Past a few thousand tenants the
+ * partition count itself becomes the problem; then partition by a hash bucket of the tenant.
+ */
+import { Schema } from "effect"
+import type { DeadLetter, FieldValue, TelemetryRow } from "./TelemetryStore.js"
+
+/**
+ * Recent inserted blocks whose tokens ClickHouse remembers to drop a redelivery. A block is one
+ * part, i.e. one tenant of one insert, so this covers the last 10,000 (tenant, batch) pairs. A
+ * redelivery older than that lands twice on disk, and the FINAL in every read still counts it once.
+ */
+const dedupWindow = 10_000
+
+/**
+ * The statements that bring the database to the store's schema, in order; each is idempotent.
+ * Settings are re-applied on every start, so a changed `fsync` takes effect on existing tables.
+ */
+export const ddl = (database: string, fsync: boolean): ReadonlyArray<string> => [
+  `CREATE DATABASE IF NOT EXISTS ${database}`,
+  // The sort key is the row's identity: a redelivered row has the same tenant, device, device
+  // time and msgId, so ReplacingMergeTree (and FINAL at read time) keeps one.
+  `CREATE TABLE IF NOT EXISTS ${database}.telemetry (
+    tenant_id LowCardinality(String),
+    device_id String,
+    device_class LowCardinality(String),
+    msg_id String,
+    ts DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    received_at DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    num Map(LowCardinality(String), Float64),
+    str Map(LowCardinality(String), String),
+    bool_fields Array(LowCardinality(String))
+  )
+  ENGINE = ReplacingMergeTree
+  PARTITION BY tenant_id
+  ORDER BY (tenant_id, device_id, ts, msg_id)
+  SETTINGS non_replicated_deduplication_window = ${dedupWindow}`,
+  // One stream record gives at most one dead letter, so its stream position is its identity.
+  // received_at leads the key because the only read is "a tenant's newest".
+  `CREATE TABLE IF NOT EXISTS ${database}.dead_letters (
+    tenant_id LowCardinality(String),
+    device_id String,
+    received_at DateTime64(3, 'UTC'),
+    shard_id LowCardinality(String),
+    sequence_number String,
+    reason String,
+    raw String CODEC(ZSTD(3))
+  )
+  ENGINE = ReplacingMergeTree
+  PARTITION BY tenant_id
+  ORDER BY (tenant_id, received_at, shard_id, sequence_number)
+  SETTINGS non_replicated_deduplication_window = ${dedupWindow}`,
+  ...["telemetry", "dead_letters"].map(
+    (table) =>
+      `ALTER TABLE ${database}.${table} MODIFY SETTING ` +
+      `fsync_after_insert = ${Number(fsync)}, fsync_part_directory = ${Number(fsync)}`,
+  ),
+]
+
+export const telemetryColumns = [
+  "tenant_id",
+  "device_id",
+  "device_class",
+  "msg_id",
+  "ts",
+  "received_at",
+  "num",
+  "str",
+  "bool_fields",
+] as const
+
+export const deadLetterColumns = [
+  "tenant_id",
+  "device_id",
+  "received_at",
+  "shard_id",
+  "sequence_number",
+  "reason",
+  "raw",
+] as const
+
+/** JSON has no NaN or Infinity; ClickHouse reads these strings into a Float64 and writes them back. */
+const encodeFloat = (n: number): number | string =>
+  Number.isFinite(n) ? n : Number.isNaN(n) ? "nan" : n > 0 ? "inf" : "-inf"
+
+// A DateTime64(3) column reads a JSON integer as milliseconds; a fraction would read as seconds.
+const encodeTime = (ms: number) => Math.round(ms)
+
+/** A TelemetryRow as one JSONEachRow object (columns as `telemetryColumns`). */
+export const encodeRow = (row: TelemetryRow) => {
+  // Entries, not assignment: a field may be called "__proto__".
+  const num: Array<[string, number | string]> = []
+  const str: Array<[string, string]> = []
+  const bools: Array<string> = []
+  for (const [field, value] of Object.entries(row.values)) {
+    if (typeof value === "number") num.push([field, encodeFloat(value)])
+    else if (typeof value === "boolean") {
+      num.push([field, value ? 1 : 0])
+      bools.push(field)
+    } else str.push([field, value])
+  }
+  return {
+    tenant_id: row.tenantId,
+    device_id: row.deviceId,
+    device_class: row.deviceClass,
+    msg_id: row.msgId,
+    ts: encodeTime(row.ts),
+    received_at: encodeTime(row.receivedAt),
+    num: Object.fromEntries(num),
+    str: Object.fromEntries(str),
+    bool_fields: bools,
+  }
+}
+
+/** A DeadLetter as one JSONEachRow object (columns as `deadLetterColumns`). */
+export const encodeDeadLetter = (row: DeadLetter) => ({
+  tenant_id: row.tenantId,
+  device_id: row.deviceId,
+  received_at: encodeTime(row.receivedAt),
+  shard_id: row.shardId,
+  sequence_number: row.sequenceNumber,
+  reason: row.reason,
+  raw: row.raw,
+})
+
+// --- reading back -------------------------------------------------------------------------------
+
+/** Int64 arrives as a JSON number or, with output_format_json_quote_64bit_integers, a string. */
+const Int64 = Schema.Union(Schema.Number, Schema.NumberFromString)
+
+/** Float64 with `output_format_json_quote_denormals = 1`: NaN and ±Infinity arrive as strings. */
+export const Float = Schema.transform(
+  Schema.Union(Schema.Number, Schema.Literal("nan", "-nan", "inf", "+inf", "-inf")),
+  Schema.Number,
+  {
+    strict: true,
+    decode: (v) =>
+      typeof v === "number" ? v : v.endsWith("nan") ? Number.NaN : v === "-inf" ? -Infinity : Infinity,
+    encode: (n) => n,
+  },
+)
+
+/** The select list `StoredRow` decodes (ms aliases differ from the columns, which WHERE uses). */
+export const storedRowSelect =
+  "msg_id, device_class, toUnixTimestamp64Milli(ts) AS ts_ms, " +
+  "toUnixTimestamp64Milli(received_at) AS received_ms, num, str, bool_fields"
+
+const StoredRow = Schema.Struct({
+  msg_id: Schema.String,
+  device_class: Schema.String,
+  ts_ms: Int64,
+  received_ms: Int64,
+  num: Schema.Record({ key: Schema.String, value: Float }),
+  str: Schema.Record({ key: Schema.String, value: Schema.String }),
+  bool_fields: Schema.Array(Schema.String),
+})
+export const StoredRows = Schema.Array(StoredRow)
+
+/** Rebuilds a TelemetryRow; the tenant and device are the ones the query was filtered by. */
+export const decodeRow = (tenantId: string, deviceId: string, row: typeof StoredRow.Type): TelemetryRow => {
+  const bools = new Set(row.bool_fields)
+  const values: Record<string, FieldValue> = Object.fromEntries([
+    ...Object.entries(row.str),
+    ...Object.entries(row.num).map(([field, n]) => [field, bools.has(field) ? n !== 0 : n] as const),
+  ])
+  return {
+    tenantId,
+    deviceId,
+    deviceClass: row.device_class,
+    msgId: row.msg_id,
+    ts: row.ts_ms,
+    receivedAt: row.received_ms,
+    values,
+  }
+}
+
+export const StoredDeadLetters = Schema.Array(
+  Schema.Struct({
+    device_id: Schema.String,
+    received_ms: Int64,
+    shard_id: Schema.String,
+    sequence_number: Schema.String,
+    reason: Schema.String,
+    raw: Schema.String,
+  }),
+)
+
+export const StoredActivity = Schema.Array(Schema.Struct({ device_id: Schema.String, last_seen: Int64 }))
