@@ -1,0 +1,33 @@
+/** Messages that failed their device class, with the reason, for the tenant to inspect and replay. */
+import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
+import { Schema } from "effect"
+import { StorageUnavailable } from "../../storage/TelemetryStore.js"
+import { BadRequest, storageUnavailableStatus } from "../ApiError.js"
+import { Authentication } from "../Authentication.js"
+
+/** A message kept aside with the reason it failed. */
+export const DeadLetter = Schema.Struct({
+  deviceId: Schema.String,
+  receivedAt: Schema.Number.annotations({ description: "Ingress time, epoch ms" }),
+  shardId: Schema.String.annotations({ description: "Stream shard of the record (for replay)" }),
+  sequenceNumber: Schema.String.annotations({ description: "Stream sequence number of the record" }),
+  reason: Schema.String,
+  raw: Schema.String.annotations({ description: "The payload as received" }),
+})
+
+export class DeadLettersApi extends HttpApiGroup.make("deadLetters")
+  .add(
+    HttpApiEndpoint.get("list", "/v1/dead-letters")
+      .setUrlParams(
+        Schema.Struct({
+          limit: Schema.optional(Schema.String).annotations({ description: "1-1000, default 100" }),
+        }),
+      )
+      .addSuccess(Schema.Struct({ deadLetters: Schema.Array(DeadLetter) }))
+      .addError(BadRequest)
+      .annotate(OpenApi.Description, "The tenant's dead letters, newest first."),
+  )
+  .addError(StorageUnavailable, storageUnavailableStatus)
+  .middleware(Authentication)
+  .annotate(OpenApi.Title, "Dead letters")
+  .annotate(OpenApi.Description, "Messages that failed their device class") {}
