@@ -1,27 +1,56 @@
 /**
  * The platform configuration file's shape (YAML or JSON, `--config FILE`), as an effect/Schema.
  * Keys are snake_case like every config key; see docs/configuration.md for the format.
+ *
+ * This schema checks each value on its own; `ConfigFile.load` also checks what spans values
+ * (references between devices, tenants and classes, uniqueness, ranges against defaults).
  */
-import { Schema } from "effect"
+import { type ParseResult, Schema } from "effect"
 
-const Id = Schema.String.pipe(
+/** A string; YAML reads an unquoted `12345678` as a number, so the reason says how to fix it. */
+const Text = Schema.String.annotations({
+  message: (issue) => `expected a string, got ${JSON.stringify(issue.actual)} (in YAML, quote it)`,
+})
+
+/** A string whose value errors never show: API keys and credentials. */
+const Secret = Schema.String.annotations({
+  message: (issue) => `expected a string, got a ${typeof issue.actual} (in YAML, quote it)`,
+})
+
+const Id = Text.pipe(
   Schema.pattern(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/, {
     message: () =>
       "must be 1-128 characters of letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
   }),
 )
 
+/** A payload key: any non-empty string. */
+const Key = Text.pipe(Schema.minLength(1, { message: () => "must not be empty" }))
+
+/** A finite number (YAML's `.inf` and `.nan` are refused). */
+const Finite = Schema.Number.pipe(
+  Schema.filter((n) => Number.isFinite(n) || `expected a finite number, got ${n}`),
+)
+
+/** One reason for any of a set of literals, instead of one "Expected ..." per literal. */
+const oneOf = (literals: ReadonlyArray<string>) => ({
+  message: (issue: ParseResult.ParseIssue) => ({
+    message: `expected one of ${literals.join(", ")}; got ${JSON.stringify(issue.actual)}`,
+    override: true,
+  }),
+})
+
 /** A tenant and the API keys that read its data. */
 export const TenantConfig = Schema.Struct({
   id: Id,
   api_keys: Schema.Array(
-    Schema.String.pipe(Schema.minLength(16, { message: () => "API keys need 16+ characters" })),
+    Secret.pipe(Schema.minLength(16, { message: () => "API keys need 16+ characters" })),
   ),
-})
+}).annotations({ identifier: "TenantConfig" })
 export type TenantConfig = typeof TenantConfig.Type
 
 /** Unit conversions a field may apply (from the device's unit to the stored unit). */
-export const UnitConversion = Schema.Literal(
+const unitConversions = [
   "fahrenheit_to_celsius",
   "celsius_to_fahrenheit",
   "kelvin_to_celsius",
@@ -29,38 +58,60 @@ export const UnitConversion = Schema.Literal(
   "pa_to_hpa",
   "mph_to_kmh",
   "ms_to_kmh",
-)
+] as const
+export const UnitConversion = Schema.Literal(...unitConversions).annotations(oneOf(unitConversions))
 export type UnitConversion = typeof UnitConversion.Type
+
+/** How a device writes its time: epoch milliseconds, epoch seconds, or an ISO 8601 string with a zone. */
+const timeFormats = ["epoch_ms", "epoch_s", "iso8601"] as const
+export const TimeFormat = Schema.Literal(...timeFormats).annotations(oneOf(timeFormats))
+export type TimeFormat = typeof TimeFormat.Type
+
+const fieldTypes = ["number", "integer", "boolean", "string"] as const
 
 /** One field of a device class: where it comes from, its type, its transform and its bounds. */
 export const FieldConfig = Schema.Struct({
-  type: Schema.Literal("number", "integer", "boolean", "string"),
+  /** The type the device sends (`integer`: a whole number; a transform may make it fractional). */
+  type: Schema.Literal(...fieldTypes).annotations(oneOf(fieldTypes)),
   /** The payload key to read; defaults to the field's own name (this is the rename). */
-  from: Schema.optional(Schema.String),
-  unit: Schema.optional(Schema.String),
+  from: Schema.optional(Key),
+  /** The stored unit, for people and the API (e.g. `°C`); informational. */
+  unit: Schema.optional(Text),
   /** Applied in order: convert, then value * scale + offset. Numbers only. */
   convert: Schema.optional(UnitConversion),
-  scale: Schema.optional(Schema.Number),
-  offset: Schema.optional(Schema.Number),
-  /** Valid range after the transform; a value outside is a dead letter. */
-  min: Schema.optional(Schema.Number),
-  max: Schema.optional(Schema.Number),
+  scale: Schema.optional(
+    Finite.pipe(Schema.filter((n) => n !== 0 || "scale 0 would store the offset for every reading")),
+  ),
+  offset: Schema.optional(Finite),
+  /** Valid range after the transform; a value outside is a dead letter. Numbers only. */
+  min: Schema.optional(Finite),
+  max: Schema.optional(Finite),
+  /** A missing (or null) key is left out of the row instead of making the reading a dead letter. */
   optional: Schema.optional(Schema.Boolean),
-  default: Schema.optional(Schema.Union(Schema.Number, Schema.Boolean, Schema.String)),
-})
+  /** The value stored, as is, when the key is missing or null (implies optional). */
+  default: Schema.optional(
+    Schema.Union(Finite, Schema.Boolean, Schema.String).annotations({
+      message: (issue) => ({
+        message: `expected a number, true/false or a string; got ${JSON.stringify(issue.actual)}`,
+        override: true,
+      }),
+    }),
+  ),
+}).annotations({ identifier: "FieldConfig" })
 export type FieldConfig = typeof FieldConfig.Type
 
 /** A device class: its fields, and where the device time and message id come from. */
 export const DeviceClassConfig = Schema.Struct({
   name: Id,
+  /** Field name -> field. Names are the stored names: letters, digits and `_`. */
   fields: Schema.Record({ key: Schema.String, value: FieldConfig }),
-  /** Payload key of the device time; absent = the time ingress received the message. */
-  time_field: Schema.optional(Schema.String),
+  /** Payload key of the device time; absent (or missing in a reading) = the time ingress received it. */
+  time_field: Schema.optional(Key),
   /** `epoch_ms` (default), `epoch_s` or `iso8601`. */
-  time_format: Schema.optional(Schema.Literal("epoch_ms", "epoch_s", "iso8601")),
+  time_format: Schema.optional(TimeFormat),
   /** Payload key of the message id used for dedup; absent = derived from the stream position. */
-  message_id_field: Schema.optional(Schema.String),
-})
+  message_id_field: Schema.optional(Key),
+}).annotations({ identifier: "DeviceClassConfig" })
 export type DeviceClassConfig = typeof DeviceClassConfig.Type
 
 /** A device: its tenant, class and credential (the MQTT password / HTTP bearer token). */
@@ -68,8 +119,8 @@ export const DeviceConfig = Schema.Struct({
   id: Id,
   tenant: Id,
   class: Id,
-  credential: Schema.String.pipe(Schema.minLength(8, { message: () => "credentials need 8+ characters" })),
-})
+  credential: Secret.pipe(Schema.minLength(8, { message: () => "credentials need 8+ characters" })),
+}).annotations({ identifier: "DeviceConfig" })
 export type DeviceConfig = typeof DeviceConfig.Type
 
 /** The whole file. */
@@ -77,5 +128,5 @@ export const PlatformConfig = Schema.Struct({
   tenants: Schema.Array(TenantConfig),
   device_classes: Schema.Array(DeviceClassConfig),
   devices: Schema.Array(DeviceConfig),
-})
+}).annotations({ identifier: "PlatformConfig" })
 export type PlatformConfig = typeof PlatformConfig.Type
