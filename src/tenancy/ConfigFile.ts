@@ -207,5 +207,13 @@ export const check = (config: PlatformConfig): ReadonlyArray<{ path: Path; reaso
     // One namespace for API keys and credentials: a bearer token must identify one principal.
     secrets(device.credential, ["devices", d, "credential"], true)
   }
+  for (const [f, fleet] of (config.fleets ?? []).entries()) {
+    if (!tenants.has(fleet.tenant))
+      add(["fleets", f, "tenant"], `unknown tenant ${JSON.stringify(fleet.tenant)}`)
+    if (!classes.has(fleet.class))
+      add(["fleets", f, "class"], `unknown device class ${JSON.stringify(fleet.class)}`)
+    // Checking the first and last ids is enough: fleet ids are the prefix plus 1..count.
+    for (const n of new Set([1, fleet.count])) deviceIds(`${fleet.prefix}${n}`, ["fleets", f, "prefix"])
+  }
   return problems
 }

@@ -124,9 +124,24 @@ export const DeviceConfig = Schema.Struct({
 export type DeviceConfig = typeof DeviceConfig.Type
 
 /** The whole file. */
+/**
+ * A fleet: `count` devices named `{prefix}{n}` (n = 1..count) of one tenant and class, each with
+ * its own credential derived from the fleet secret (see `Fleet.credential`), so thousands of
+ * devices need no thousands of lines.
+ */
+export const FleetConfig = Schema.Struct({
+  prefix: Id,
+  count: Schema.Int.pipe(Schema.between(1, 1_000_000)),
+  tenant: Id,
+  class: Id,
+  secret: Schema.String.pipe(Schema.minLength(16, { message: () => "fleet secrets need 16+ characters" })),
+})
+export type FleetConfig = typeof FleetConfig.Type
+
 export const PlatformConfig = Schema.Struct({
   tenants: Schema.Array(TenantConfig),
   device_classes: Schema.Array(DeviceClassConfig),
   devices: Schema.Array(DeviceConfig),
+  fleets: Schema.optional(Schema.Array(FleetConfig)),
 }).annotations({ identifier: "PlatformConfig" })
 export type PlatformConfig = typeof PlatformConfig.Type

@@ -4,6 +4,7 @@
  */
 import { timingSafeEqual } from "node:crypto"
 import { Context, Layer, Option } from "effect"
+import { allDevices } from "./Fleet.js"
 import type { DeviceClassConfig, PlatformConfig } from "./PlatformConfig.js"
 
 export interface Device {
@@ -43,12 +44,12 @@ const sameSecret = (a: string, b: string) => {
 /** A Tenancy over a validated configuration, held in memory. */
 export const fromConfig = (config: PlatformConfig): TenancyApi => {
   const devices = new Map(
-    config.devices.map((d) => [
+    allDevices(config).map((d) => [
       d.id,
       { tenantId: d.tenant, deviceId: d.id, deviceClass: d.class, credential: d.credential },
     ]),
   )
-  const byCredential = new Map(config.devices.map((d) => [d.credential, devices.get(d.id)!]))
+  const byCredential = new Map([...devices.values()].map((d) => [d.credential, d]))
   const byApiKey = new Map(
     config.tenants.flatMap((t) => t.api_keys.map((k) => [k, { tenantId: t.id }] as const)),
   )
