@@ -45,7 +45,8 @@ export const MAX_DEVICE_TIME = Date.UTC(2100, 0, 1)
 /** Stored field names: safe as a JSON key, a query parameter and a ClickHouse identifier. */
 export const FIELD_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/
 
-const conversions: Record<UnitConversion, readonly [(x: number) => number, (y: number) => number]> = {
+/** Each conversion and its inverse (the inverse lets a simulator produce device-unit values). */
+export const conversions: Record<UnitConversion, readonly [(x: number) => number, (y: number) => number]> = {
   fahrenheit_to_celsius: [(f) => ((f - 32) * 5) / 9, (c) => (c * 9) / 5 + 32],
   celsius_to_fahrenheit: [(c) => (c * 9) / 5 + 32, (f) => ((f - 32) * 5) / 9],
   kelvin_to_celsius: [(k) => k - 273.15, (c) => c + 273.15],
