@@ -12,7 +12,7 @@ import { allDevices } from "../tenancy/Fleet.js"
 import { generator } from "./Readings.js"
 
 const usage = `usage: npm run simulate -- [--devices N] [--rate MSGS_PER_S] [--duration S] [--malformed FRACTION]
-       [--url mqtt://127.0.0.1:1883] [--config config/demo.yaml] [--prefix sim-thermo-] [--qos 0|1] [--json]`
+       [--url mqtt://127.0.0.1:1883] [--config config/demo.yaml] [--prefix sim-thermo-] [--qos 0|1] [--inflight N] [--json]`
 
 const { values } = parseArgs({
   options: {
@@ -24,6 +24,7 @@ const { values } = parseArgs({
     config: { type: "string", default: "config/demo.yaml" },
     prefix: { type: "string", default: "sim-" },
     qos: { type: "string", default: "1" },
+    inflight: { type: "string", default: "2000" },
     json: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
@@ -82,7 +83,8 @@ let acked = 0
 let failed = 0
 let malformedSent = 0
 let skipped = 0
-const maxInflight = Math.max(1000, rate)
+/** Unacknowledged messages allowed across the fleet before the simulator waits for acks. */
+const maxInflight = Number(values.inflight)
 const started = performance.now()
 const end = started + seconds * 1000
 let turn = 0

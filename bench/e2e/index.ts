@@ -1,0 +1,189 @@
+/**
+ * End-to-end benchmark (not a test). In one run, on this machine:
+ *  1. ceiling: the load generator against a bare aedes broker that does nothing;
+ *  2. throughput: the same load against the platform (`src/main.ts`, embedded: SQLite log with
+ *     fsync, chDB), measured from the first publish until every acknowledged message is stored
+ *     in ClickHouse (sluice_stored_readings_total);
+ *  3. latency: publish → WebSocket delivery at a fixed rate (default 5,000 msg/s).
+ * The load generator is `src/simulator/main.ts` (MQTT QoS 1, 3 numeric fields per message) in its
+ * own process; the platform and the broker run in theirs.
+ *
+ *   npm run bench:e2e [-- --seconds 10 --devices 200 --latency-rate 5000]
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { mkdtempSync } from "node:fs"
+import net from "node:net"
+import { cpus, tmpdir } from "node:os"
+import { join } from "node:path"
+import { parseArgs } from "node:util"
+import WebSocket from "ws"
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: "string", default: "10" },
+    devices: { type: "string", default: "200" },
+    inflight: { type: "string", default: "4000" },
+    "latency-rate": { type: "string", default: "5000" },
+  },
+})
+const seconds = values.seconds!
+const devices = values.devices!
+const KEY = "demo-api-key-0123456789"
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = net.createServer()
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as net.AddressInfo).port
+      server.close(() => resolve(port))
+    })
+  })
+
+const node = (args: Array<string>, env: Record<string, string> = {}) =>
+  spawn(process.execPath, ["--import", "tsx", ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit"] })
+
+const output = (child: ChildProcess) =>
+  new Promise<string>((resolve) => {
+    let out = ""
+    child.stdout!.on("data", (c: Buffer) => {
+      out += c.toString()
+    })
+    child.on("exit", () => resolve(out))
+  })
+
+const waitFor = async (probe: () => Promise<boolean>, what: string, ms = 60_000) => {
+  const deadline = Date.now() + ms
+  while (!(await probe().catch(() => false))) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+const stop = (child: ChildProcess) =>
+  new Promise<void>((resolve) => {
+    if (child.exitCode !== null) return resolve()
+    child.once("exit", () => resolve())
+    child.kill("SIGTERM")
+    setTimeout(() => child.kill("SIGKILL"), 30_000).unref()
+  })
+
+interface LoadResult {
+  sent: number
+  acked: number
+  skipped: number
+  seconds: number
+  ackedPerSecond: number
+  pubackMs: { p50: number; p99: number }
+}
+
+const load = async (mqttPort: number, rate: string, extra: Array<string> = []) => {
+  const sim = node([
+    "src/simulator/main.ts",
+    "--url",
+    `mqtt://127.0.0.1:${mqttPort}`,
+    "--devices",
+    devices,
+    "--rate",
+    rate,
+    "--duration",
+    seconds,
+    "--inflight",
+    values.inflight!,
+    "--json",
+    ...extra,
+  ])
+  const out = await output(sim)
+  return JSON.parse(out.trim().split("\n").at(-1)!) as LoadResult
+}
+
+const startPlatform = async () => {
+  const mqttPort = await freePort()
+  const httpPort = await freePort()
+  const child = node(
+    ["src/main.ts", "--host", "127.0.0.1", "--mqtt-port", String(mqttPort), "--http-port", String(httpPort)],
+    { SLUICE_DATA_DIR: mkdtempSync(join(tmpdir(), "sluice-bench-e2e-")) },
+  )
+  child.stdout!.resume()
+  const http = `http://127.0.0.1:${httpPort}`
+  await waitFor(async () => (await fetch(`${http}/readyz`)).status === 200, "the platform")
+  return { child, mqttPort, http }
+}
+
+const metric = async (http: string, name: string) => {
+  const text = await (await fetch(`${http}/metrics`)).text()
+  const line = text.split("\n").find((l) => l.startsWith(name))
+  return line === undefined ? 0 : Number(line.split(" ").at(-1))
+}
+
+const main = async () => {
+  console.log(
+    `machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}; ${devices} devices, ${seconds} s per phase, QoS 1, 3 numeric fields`,
+  )
+
+  // 1. The ceiling.
+  const barePort = await freePort()
+  const bare = node(["bench/e2e/bare-broker.ts", String(barePort)])
+  await waitFor(
+    () =>
+      new Promise((resolve) => {
+        const socket = net.connect(barePort, "127.0.0.1", () => {
+          socket.end()
+          resolve(true)
+        })
+        socket.on("error", () => resolve(false))
+      }),
+    "the bare broker",
+  )
+  const ceiling = await load(barePort, "1000000")
+  await stop(bare)
+  console.log(`ceiling (bare aedes):           ${ceiling.ackedPerSecond} acks/s, PUBACK p50 ${ceiling.pubackMs.p50} ms p99 ${ceiling.pubackMs.p99} ms`)
+
+  // 2. Throughput end to end: publish → stored in ClickHouse.
+  const platform = await startPlatform()
+  const before = await metric(platform.http, "sluice_stored_readings_total")
+  const t0 = performance.now()
+  const sustained = await load(platform.mqttPort, "1000000")
+  await waitFor(
+    async () => (await metric(platform.http, "sluice_stored_readings_total")) - before >= sustained.acked,
+    "every acknowledged message to be stored",
+    120_000,
+  )
+  const storedSeconds = (performance.now() - t0) / 1000
+  const e2eRate = Math.round(sustained.acked / storedSeconds)
+  console.log(
+    `platform, ingest (acks):        ${sustained.ackedPerSecond} acks/s, PUBACK p50 ${sustained.pubackMs.p50} ms p99 ${sustained.pubackMs.p99} ms`,
+  )
+  console.log(
+    `platform, end to end:           ${e2eRate} msg/s (${sustained.acked} messages queryable ${storedSeconds.toFixed(1)} s after the first publish)`,
+  )
+  console.log(`ratio end to end / ceiling:     ${(e2eRate / ceiling.ackedPerSecond).toFixed(2)}`)
+
+  // 3. Latency publish → WebSocket at a fixed rate.
+  const latencies: Array<number> = []
+  const socket = new WebSocket(`${platform.http.replace("http", "ws")}/v1/live`, { headers: { authorization: `Bearer ${KEY}` } })
+  socket.on("message", (data) => {
+    const reading = JSON.parse(data.toString()) as { ts: number }
+    latencies.push(Date.now() - reading.ts)
+  })
+  await new Promise((resolve, reject) => {
+    socket.once("open", resolve)
+    socket.once("error", reject)
+  })
+  const fixed = await load(platform.mqttPort, values["latency-rate"]!)
+  await new Promise((r) => setTimeout(r, 1000))
+  socket.close()
+  latencies.sort((a, b) => a - b)
+  const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))]
+  console.log(
+    `latency at ${values["latency-rate"]} msg/s:          publish → WebSocket p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms, max ${latencies.at(-1)} ms (${latencies.length} of ${fixed.acked} delivered; ${fixed.skipped} not sent)`,
+  )
+  await stop(platform.child)
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    console.error(error)
+    process.exit(1)
+  },
+)
