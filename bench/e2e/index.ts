@@ -40,7 +40,10 @@ const freePort = () =>
   })
 
 const node = (args: Array<string>, env: Record<string, string> = {}) =>
-  spawn(process.execPath, ["--import", "tsx", ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit"] })
+  spawn(process.execPath, ["--import", "tsx", ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  })
 
 const output = (child: ChildProcess) =>
   new Promise<string>((resolve) => {
@@ -136,7 +139,9 @@ const main = async () => {
   )
   const ceiling = await load(barePort, "1000000")
   await stop(bare)
-  console.log(`ceiling (bare aedes):           ${ceiling.ackedPerSecond} acks/s, PUBACK p50 ${ceiling.pubackMs.p50} ms p99 ${ceiling.pubackMs.p99} ms`)
+  console.log(
+    `ceiling (bare aedes):           ${ceiling.ackedPerSecond} acks/s, PUBACK p50 ${ceiling.pubackMs.p50} ms p99 ${ceiling.pubackMs.p99} ms`,
+  )
 
   // 2. Throughput end to end: publish → stored in ClickHouse.
   const platform = await startPlatform()
@@ -160,7 +165,9 @@ const main = async () => {
 
   // 3. Latency publish → WebSocket at a fixed rate.
   const latencies: Array<number> = []
-  const socket = new WebSocket(`${platform.http.replace("http", "ws")}/v1/live`, { headers: { authorization: `Bearer ${KEY}` } })
+  const socket = new WebSocket(`${platform.http.replace("http", "ws")}/v1/live`, {
+    headers: { authorization: `Bearer ${KEY}` },
+  })
   socket.on("message", (data) => {
     const reading = JSON.parse(data.toString()) as { ts: number }
     latencies.push(Date.now() - reading.ts)

@@ -38,11 +38,14 @@ export const parse = (argv: ReadonlyArray<string>): Cli => {
     strict: true,
     allowPositionals: false,
   })
-  const flags: Record<string, Record<string, unknown>> = {}
+  const flags: Record<string, unknown> = {}
   const set = (group: string | undefined, key: string, value: string | undefined) => {
     if (value === undefined) return
-    const target = group === undefined ? flags : (flags[group] ??= {})
-    target[key] = value
+    if (group === undefined) {
+      flags[key] = value
+      return
+    }
+    flags[group] = { ...(flags[group] as Record<string, unknown> | undefined), [key]: value }
   }
   set(undefined, "data_dir", values["data-dir"])
   set(undefined, "config_file", values.config)

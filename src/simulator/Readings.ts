@@ -38,11 +38,16 @@ export const generator = (deviceClass: DeviceClassConfig, deviceId: string) => {
   return (malformed: boolean): string => {
     const reading: Record<string, unknown> = {}
     const now = Date.now()
-    if (deviceClass.message_id_field !== undefined) reading[deviceClass.message_id_field] = `${deviceId}-${run}-${seq++}`
+    if (deviceClass.message_id_field !== undefined)
+      reading[deviceClass.message_id_field] = `${deviceId}-${run}-${seq++}`
     if (deviceClass.time_field !== undefined) {
       const format = deviceClass.time_format ?? "epoch_ms"
       reading[deviceClass.time_field] =
-        format === "iso8601" ? new Date(now).toISOString() : format === "epoch_s" ? Math.floor(now / 1000) : now
+        format === "iso8601"
+          ? new Date(now).toISOString()
+          : format === "epoch_s"
+            ? Math.floor(now / 1000)
+            : now
     }
     for (const f of fields) {
       if (f.config.type === "boolean") reading[f.key] = Math.random() < 0.5

@@ -92,7 +92,10 @@ const latencies: Array<number> = []
 await new Promise<void>((resolve) => {
   const tick = () => {
     const now = performance.now()
-    const due = Math.min(Math.floor(((Math.min(now, end) - started) / 1000) * rate), Math.floor(seconds * rate))
+    const due = Math.min(
+      Math.floor(((Math.min(now, end) - started) / 1000) * rate),
+      Math.floor(seconds * rate),
+    )
     while (sent + skipped < due) {
       if (sent - acked - failed >= maxInflight) {
         // The platform is not keeping up: count what could not be sent at the asked rate.
@@ -118,7 +121,8 @@ await new Promise<void>((resolve) => {
   tick()
 })
 const drainDeadline = performance.now() + 15_000
-while (qos === 1 && acked + failed < sent && performance.now() < drainDeadline) await new Promise((r) => setTimeout(r, 20))
+while (qos === 1 && acked + failed < sent && performance.now() < drainDeadline)
+  await new Promise((r) => setTimeout(r, 20))
 const elapsed = (performance.now() - started) / 1000
 await Promise.all(clients.map((c) => c.client.endAsync()))
 

@@ -13,8 +13,17 @@ const DEVICES = [
 ] as const
 
 /** Publishes QoS 1 as fast as acks allow (50 in flight per device) until the broker goes away. */
-const publishUntilGone = async (platform: Platform, deviceId: string, password: string, acked: Set<string>) => {
-  const client = await mqtt.connectAsync(platform.mqttUrl, { username: deviceId, password, reconnectPeriod: 0 })
+const publishUntilGone = async (
+  platform: Platform,
+  deviceId: string,
+  password: string,
+  acked: Set<string>,
+) => {
+  const client = await mqtt.connectAsync(platform.mqttUrl, {
+    username: deviceId,
+    password,
+    reconnectPeriod: 0,
+  })
   let gone = false
   client.on("close", () => {
     gone = true
@@ -53,7 +62,9 @@ const storedIds = async (platform: Platform, deviceId: string) => {
 }
 
 describe("the platform under SIGKILL", () => {
-  it("stores every acknowledged message exactly once after a kill and restart", { timeout: 180_000 }, async () => {
+  it("stores every acknowledged message exactly once after a kill and restart", {
+    timeout: 180_000,
+  }, async () => {
     const first = await startPlatform()
     const acked = new Set<string>()
     const publishing = Promise.all(DEVICES.map(([id, secret]) => publishUntilGone(first, id, secret, acked)))

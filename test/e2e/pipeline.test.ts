@@ -8,10 +8,20 @@ import WebSocket from "ws"
 import { api, DEMO_KEY, eventually, OTHER_KEY, type Platform, startPlatform } from "./platform.js"
 
 const T0 = Date.now() - 60_000
-const thermo = (i: number, ts = T0 + i) => ({ id: `m${i}`, ts, temp_f: 60 + (i % 30), humidity: 40 + (i % 20) })
+const thermo = (i: number, ts = T0 + i) => ({
+  id: `m${i}`,
+  ts,
+  temp_f: 60 + (i % 30),
+  humidity: 40 + (i % 20),
+})
 
 const connect = (platform: Platform, username: string, password: string) =>
-  mqtt.connectAsync(platform.mqttUrl, { username, password, clientId: `${username}-${Math.random()}`, reconnectPeriod: 0 })
+  mqtt.connectAsync(platform.mqttUrl, {
+    username,
+    password,
+    clientId: `${username}-${Math.random()}`,
+    reconnectPeriod: 0,
+  })
 
 interface HistoryBody {
   readings: Array<{ msgId: string; values: Record<string, number> }>
@@ -76,7 +86,9 @@ describe("the platform, end to end", () => {
 
   it("refuses wrong credentials and publishing to another device's topic", async () => {
     await expect(connect(platform, "thermo-1", "wrong-password")).rejects.toThrow(/Bad username or password/i)
-    await expect(connect(platform, "no-such-device", "whatever-secret")).rejects.toThrow(/Bad username or password/i)
+    await expect(connect(platform, "no-such-device", "whatever-secret")).rejects.toThrow(
+      /Bad username or password/i,
+    )
     const client = await connect(platform, "thermo-3", "thermo-3-secret")
     const closed = new Promise<void>((resolve) => client.once("close", () => resolve()))
     client.publish("devices/thermo-2/telemetry", JSON.stringify(thermo(9999)), { qos: 1 })
@@ -98,17 +110,27 @@ describe("the platform, end to end", () => {
     const missing = await api(platform, "/v1/devices/no-such-device/telemetry?from=0", OTHER_KEY)
     expect(foreign.status).toBe(404)
     expect(foreign).toEqual(missing)
-    const devices = (await api(platform, "/v1/devices", OTHER_KEY)).body as { devices: Array<{ deviceId: string }> }
+    const devices = (await api(platform, "/v1/devices", OTHER_KEY)).body as {
+      devices: Array<{ deviceId: string }>
+    }
     expect(devices.devices.map((d) => d.deviceId)).toEqual(["other-thermo-1"])
     expect((await api(platform, "/v1/devices", "wrong-key-0123456789")).status).toBe(401)
   })
 
   it("dead-letters a malformed message with its reason while the others are stored", async () => {
     const client = await connect(platform, "meter-1", "meter-1-secret")
-    const good = (i: number) => ({ msg_id: `p${i}`, time: new Date(T0 + i).toISOString(), voltage: 230, current: 1, power_mw: 230_000 })
+    const good = (i: number) => ({
+      msg_id: `p${i}`,
+      time: new Date(T0 + i).toISOString(),
+      voltage: 230,
+      current: 1,
+      power_mw: 230_000,
+    })
     await client.publishAsync("devices/meter-1/telemetry", JSON.stringify(good(1)), { qos: 1 })
     await client.publishAsync("devices/meter-1/telemetry", '{"msg_id": "p2", "voltage": ', { qos: 1 })
-    await client.publishAsync("devices/meter-1/telemetry", JSON.stringify({ ...good(3), voltage: "high" }), { qos: 1 })
+    await client.publishAsync("devices/meter-1/telemetry", JSON.stringify({ ...good(3), voltage: "high" }), {
+      qos: 1,
+    })
     await client.publishAsync("devices/meter-1/telemetry", JSON.stringify(good(4)), { qos: 1 })
     await client.endAsync()
     const stored = await eventually(
@@ -118,7 +140,10 @@ describe("the platform, end to end", () => {
     expect(stored.readings.map((r) => r.msgId)).toEqual(["p1", "p4"])
     expect(stored.readings[0]!.values.power).toBeCloseTo(230, 6)
     const dead = await eventually(
-      async () => (await api(platform, "/v1/dead-letters")).body as { deadLetters: Array<{ reason: string; raw: string }> },
+      async () =>
+        (await api(platform, "/v1/dead-letters")).body as {
+          deadLetters: Array<{ reason: string; raw: string }>
+        },
       (b) => b.deadLetters.length >= 2,
     )
     const reasons = dead.deadLetters.map((d) => d.reason).join("\n")
@@ -138,7 +163,9 @@ describe("the platform, end to end", () => {
       socket.once("error", reject)
     })
     const client = await connect(platform, "thermo-3", "thermo-3-secret")
-    await client.publishAsync("devices/thermo-3/telemetry", JSON.stringify(thermo(42, Date.now())), { qos: 1 })
+    await client.publishAsync("devices/thermo-3/telemetry", JSON.stringify(thermo(42, Date.now())), {
+      qos: 1,
+    })
     await client.endAsync()
     const got = await eventually(
       async () => received,

@@ -46,10 +46,25 @@ export const startPlatform = async (
   const ports = options.ports ?? { mqtt: await freePort(), http: await freePort() }
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", "src/main.ts", "--host", "127.0.0.1", "--mqtt-port", String(ports.mqtt), "--http-port", String(ports.http)],
+    [
+      "--import",
+      "tsx",
+      "src/main.ts",
+      "--host",
+      "127.0.0.1",
+      "--mqtt-port",
+      String(ports.mqtt),
+      "--http-port",
+      String(ports.http),
+    ],
     {
       cwd: root,
-      env: { ...process.env, SLUICE_DATA_DIR: dataDir, SLUICE_PROCESSOR_FLUSH_INTERVAL_MS: "20", ...options.env },
+      env: {
+        ...process.env,
+        SLUICE_DATA_DIR: dataDir,
+        SLUICE_PROCESSOR_FLUSH_INTERVAL_MS: "20",
+        ...options.env,
+      },
       stdio: ["ignore", "pipe", "pipe"],
     },
   )
