@@ -25,7 +25,10 @@ export const make = (config: ProcessorConfig.ProcessorConfig) =>
     const live = yield* LiveFeed
     const metrics = yield* Metrics
     const tenancy = yield* Tenancy
-    const scope = yield* Effect.scope
+    // Tenant actors are created on demand, so their fibers get a scope of their own that the
+    // drain below closes last; forked into the layer's scope they would be interrupted first
+    // (finalizers run newest first), stranding the batches their shard workers wait for.
+    const tenantScope = yield* Effect.acquireRelease(Scope.make(), (scope, exit) => Scope.close(scope, exit))
 
     // Compiled once per class name; a class missing from the configuration sends its devices'
     // messages to the dead-letter table with the reason.
@@ -47,7 +50,7 @@ export const make = (config: ProcessorConfig.ProcessorConfig) =>
           if (again !== undefined) return Effect.succeed(again)
           return TenantActor.make(tenantId, { config, store, live, metrics }).pipe(
             Effect.tap((actor) => Effect.sync(() => tenants.set(tenantId, actor))),
-            Effect.provideService(Scope.Scope, scope),
+            Effect.provideService(Scope.Scope, tenantScope),
           )
         }),
       )
