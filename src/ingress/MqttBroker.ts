@@ -65,7 +65,7 @@ export interface MqttAddress {
   readonly port: number
 }
 
-/** How long shutdown waits for the last sockets to close after the broker closed its clients. */
+/** How long shutdown waits for the broker to close its clients, and then for their sockets to go. */
 const SHUTDOWN_GRACE = Duration.seconds(5)
 
 /** MQTT 3.1.1 §3.2.2.3, Table 3.1: CONNACK return code 4, "Connection Refused, bad user name or password". */
@@ -208,7 +208,7 @@ export const make = (
     server.once("close", () => {
       closed = true
     })
-    // Finalizers are uninterruptible; the wait must not be, or the timeout could never end it.
+    // Finalizers are uninterruptible; the waits in them must not be, or no timeout could end them.
     const serverClosed = Effect.async<void>((resume) => {
       if (!listening || closed) return resume(Effect.void)
       server.once("close", () => resume(Effect.void))
@@ -230,7 +230,10 @@ export const make = (
         Effect.all(
           [
             appender.drain,
-            Effect.async<void>((resume) => broker.close(() => resume(Effect.void))),
+            Effect.async<void>((resume) => broker.close(() => resume(Effect.void))).pipe(
+              Effect.interruptible,
+              Effect.timeoutOption(SHUTDOWN_GRACE),
+            ),
             serverClosed,
           ],
           { discard: true },

@@ -9,7 +9,7 @@ export interface MetricsApi {
   readonly registry: Registry
   /** Messages accepted by ingress (durably appended), by transport. */
   readonly ingested: Counter<"transport">
-  /** Messages refused by ingress, by transport and reason (auth, malformed, too_large, pushback). */
+  /** Messages refused by ingress, by transport and reason (auth, forbidden, malformed, too_large, pushback, unavailable). */
   readonly refused: Counter<"transport" | "reason">
   /** How far each shard's consumer is behind the newest record, ms. */
   readonly streamLagMs: Gauge<"shard">

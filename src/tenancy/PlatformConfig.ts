@@ -18,9 +18,9 @@ const Secret = Schema.String.annotations({
 })
 
 const Id = Text.pipe(
-  Schema.pattern(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/, {
+  Schema.pattern(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$/, {
     message: () =>
-      "must be 1-128 characters of letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
+      "must be 1-100 characters of letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
   }),
 )
 

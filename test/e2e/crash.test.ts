@@ -44,8 +44,8 @@ const publishUntilGone = async (
       }
     }
   }
-  await Promise.all(Array.from({ length: 50 }, lane))
-  client.end(true)
+  void Promise.all(Array.from({ length: 50 }, lane))
+  return client
 }
 
 const storedIds = async (platform: Platform, deviceId: string) => {
@@ -67,14 +67,16 @@ describe("the platform under SIGKILL", () => {
   }, async () => {
     const first = await startPlatform()
     const acked = new Set<string>()
-    const publishing = Promise.all(DEVICES.map(([id, secret]) => publishUntilGone(first, id, secret, acked)))
+    const clients = await Promise.all(DEVICES.map(([id, secret]) => publishUntilGone(first, id, secret, acked)))
     // Kill mid-ingest, once a good number of messages has been acknowledged.
     await eventually(
       async () => acked.size,
       (n) => n >= 1500,
     )
     await first.kill()
-    await publishing
+    const final = acked.size
+    for (const client of clients) client.end(true)
+    expect(acked.size).toBe(final)
     expect(acked.size).toBeGreaterThanOrEqual(1500)
 
     const url = new URL(first.mqttUrl)

@@ -297,7 +297,7 @@ describe("ConfigFile.load", () => {
       (c) => {
         c.devices[0]!.id = "thermo 1"
       },
-      "devices[0].id: must be 1-128 characters",
+      "devices[0].id: must be 1-100 characters",
     ],
   ]
 
