@@ -67,7 +67,9 @@ describe("the platform under SIGKILL", () => {
   }, async () => {
     const first = await startPlatform()
     const acked = new Set<string>()
-    const clients = await Promise.all(DEVICES.map(([id, secret]) => publishUntilGone(first, id, secret, acked)))
+    const clients = await Promise.all(
+      DEVICES.map(([id, secret]) => publishUntilGone(first, id, secret, acked)),
+    )
     // Kill mid-ingest, once a good number of messages has been acknowledged.
     await eventually(
       async () => acked.size,
