@@ -1,9 +1,10 @@
 /**
  * One tenant's actor: a fiber with a bounded mailbox of TenantBatches. It fans readings out to
- * live subscribers as they arrive, buffers them into inserts by size and time, writes them (and
- * dead letters) to the store with a dedup token derived from their stream positions, retries a
- * failing store without end (the stream holds the data meanwhile), and only then settles the
- * batches' tickets so their shard workers may checkpoint.
+ * live subscribers as they are sent to it (before they wait for an insert), buffers them into
+ * inserts by size and time, writes them (and dead letters) to the store with a dedup token
+ * derived from their stream positions, retries a failing store without end (the stream holds the
+ * data meanwhile), and only then settles the batches' tickets so their shard workers may
+ * checkpoint.
  */
 import { createHash } from "node:crypto"
 import { Duration, Effect, Fiber, Option, Queue, Schedule } from "effect"
@@ -93,7 +94,6 @@ export const make = (
       busy = true
       const batches = [first]
       let count = first.rows.length
-      yield* live.publish(tenantId, first.rows)
       const deadline = Date.now() + config.flushIntervalMs
       while (count < config.maxBatchRows) {
         // Draining: store what is there now, no waiting for more.
@@ -108,7 +108,6 @@ export const make = (
         if (Option.isNone(next)) break
         batches.push(next.value)
         count += next.value.rows.length
-        yield* live.publish(tenantId, next.value.rows)
       }
       return batches
     })
@@ -127,7 +126,10 @@ export const make = (
     const fiber = yield* Effect.forkScoped(loop)
     return {
       tenantId,
-      send: (batch: TenantBatch) => Queue.offer(mailbox, batch),
+      // Live subscribers get readings as they are decoded, not after the insert they will join:
+      // an insert can take hundreds of milliseconds, a live feed should not.
+      send: (batch: TenantBatch) =>
+        Effect.zipRight(live.publish(tenantId, batch.rows), Queue.offer(mailbox, batch)),
       drain: Effect.gen(function* () {
         draining = true
         // Senders have stopped; the loop is done once the mailbox is empty and no flush runs.
