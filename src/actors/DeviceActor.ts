@@ -62,12 +62,12 @@ export class DeviceActor {
         shardId: position.shardId,
         sequenceNumber: position.sequenceNumber,
         reason,
-        raw: Buffer.from(envelope.payload).toString("utf8"),
+        raw: envelope.payload.toString("utf8"),
       })
     if (deviceClass === undefined) return void dead(`unknown device class "${envelope.deviceClass}"`)
     let parsed: unknown
     try {
-      parsed = JSON.parse(Buffer.from(envelope.payload).toString("utf8"))
+      parsed = JSON.parse(envelope.payload.toString("utf8"))
     } catch (error) {
       return void dead(`payload is not valid JSON: ${(error as Error).message}`)
     }

@@ -18,8 +18,8 @@ export const EnvelopeHeader = Schema.Struct({
 export type EnvelopeHeader = typeof EnvelopeHeader.Type
 
 export interface Envelope extends EnvelopeHeader {
-  /** The device's payload as sent: JSON, one object or an array of them. */
-  readonly payload: Uint8Array
+  /** The device's payload as sent: JSON, one object or an array of them (a view, not a copy). */
+  readonly payload: Buffer
 }
 
 /** One device = one partition key = one shard, so a device's messages stay in order. */
