@@ -164,6 +164,7 @@ const main = async () => {
   console.log(`ratio end to end / ceiling:     ${(e2eRate / ceiling.ackedPerSecond).toFixed(2)}`)
 
   // 3. Latency publish → WebSocket at a fixed rate.
+  await fetch(`${platform.http}/metrics`) // resets the event-loop histogram for this phase
   const latencies: Array<number> = []
   const socket = new WebSocket(`${platform.http.replace("http", "ws")}/v1/live`, {
     headers: { authorization: `Bearer ${KEY}` },
@@ -183,6 +184,15 @@ const main = async () => {
   const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))]
   console.log(
     `latency at ${values["latency-rate"]} msg/s:          publish → WebSocket p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms, max ${latencies.at(-1)} ms (${latencies.length} of ${fixed.acked} delivered; ${fixed.skipped} not sent)`,
+  )
+  // prom-client resets the event-loop histogram on every scrape: read all three from one.
+  const scrape = await (await fetch(`${platform.http}/metrics`)).text()
+  const lag = (name: string) => {
+    const line = scrape.split("\n").find((l) => l.startsWith(`nodejs_eventloop_lag_${name}_seconds `))
+    return line === undefined ? "?" : (Number(line.split(" ")[1]) * 1000).toFixed(1)
+  }
+  console.log(
+    `event-loop delay (latency phase): p50 ${lag("p50")} ms, p99 ${lag("p99")} ms, max ${lag("max")} ms`,
   )
   await stop(platform.child)
 }

@@ -6,7 +6,7 @@ import { Config } from "effect"
 export interface ProcessorConfig {
   /** The consumer name whose checkpoints this processor keeps. Default `processor`. */
   readonly consumer: string
-  /** Records per pull from a shard. Default 2000. */
+  /** Records per pull from a shard. Default 500: a pull is handled in one event-loop turn, so this bounds the stall. */
   readonly pullMaxRecords: number
   /** Bytes per pull from a shard. Default 4 MiB. */
   readonly pullMaxBytes: number
@@ -32,7 +32,7 @@ const key = <A>(c: Config.Config<A>) => c.pipe(Config.nested("processor"), Confi
 
 export const processor: Config.Config<ProcessorConfig> = Config.all({
   consumer: key(Config.string("consumer").pipe(Config.withDefault("processor"))),
-  pullMaxRecords: key(Config.integer("pull_max_records").pipe(Config.withDefault(2000))),
+  pullMaxRecords: key(Config.integer("pull_max_records").pipe(Config.withDefault(500))),
   pullMaxBytes: key(Config.integer("pull_max_bytes").pipe(Config.withDefault(4 * 1024 * 1024))),
   idlePollMs: key(Config.integer("idle_poll_ms").pipe(Config.withDefault(5))),
   maxInflightBatches: key(Config.integer("max_inflight_batches").pipe(Config.withDefault(8))),
@@ -47,7 +47,7 @@ export const processor: Config.Config<ProcessorConfig> = Config.all({
 /** Defaults, for tests and benchmarks that override a few fields. */
 export const defaults: ProcessorConfig = {
   consumer: "processor",
-  pullMaxRecords: 2000,
+  pullMaxRecords: 500,
   pullMaxBytes: 4 * 1024 * 1024,
   idlePollMs: 5,
   maxInflightBatches: 8,

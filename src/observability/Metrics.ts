@@ -3,7 +3,7 @@
  * these; serving exposes them at /metrics. Names follow Prometheus conventions (unit suffixes).
  */
 import { Context, Effect, Layer } from "effect"
-import { Counter, Gauge, Histogram, Registry } from "prom-client"
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client"
 
 export interface MetricsApi {
   readonly registry: Registry
@@ -28,6 +28,8 @@ export class Metrics extends Context.Tag("sluice/Metrics")<Metrics, MetricsApi>(
 
 export const make = (): MetricsApi => {
   const registry = new Registry()
+  // Process metrics too: CPU, memory, GC, and event-loop lag (the first suspect for latency).
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 10 })
   const registers = [registry]
   return {
     registry,
