@@ -20,7 +20,11 @@ export interface ProcessorConfig {
   readonly flushIntervalMs: number
   /** Batches (each at most one pull) a tenant actor's mailbox holds before senders wait. Default 32. */
   readonly mailboxBatches: number
-  /** Message ids remembered per device for dedup. Default 1024. */
+  /**
+   * Message ids remembered per device for dedup. Default 64: redeliveries (a QoS 1 resend after a
+   * reconnect) arrive close together; older duplicates (replays) are dropped by ClickHouse. It is
+   * per device, so it is most of a device actor's memory (about 64 x 60 B).
+   */
   readonly dedupWindow: number
   /** A device actor idle this long is dropped (its state is rebuilt on the next message). Default 10 min. */
   readonly deviceIdleMs: number
@@ -39,7 +43,7 @@ export const processor: Config.Config<ProcessorConfig> = Config.all({
   maxBatchRows: key(Config.integer("max_batch_rows").pipe(Config.withDefault(5000))),
   flushIntervalMs: key(Config.integer("flush_interval_ms").pipe(Config.withDefault(100))),
   mailboxBatches: key(Config.integer("mailbox_batches").pipe(Config.withDefault(32))),
-  dedupWindow: key(Config.integer("dedup_window").pipe(Config.withDefault(1024))),
+  dedupWindow: key(Config.integer("dedup_window").pipe(Config.withDefault(64))),
   deviceIdleMs: key(Config.integer("device_idle_ms").pipe(Config.withDefault(600_000))),
   shardRefreshMs: key(Config.integer("shard_refresh_ms").pipe(Config.withDefault(10_000))),
 })
@@ -54,7 +58,7 @@ export const defaults: ProcessorConfig = {
   maxBatchRows: 5000,
   flushIntervalMs: 100,
   mailboxBatches: 32,
-  dedupWindow: 1024,
+  dedupWindow: 64,
   deviceIdleMs: 600_000,
   shardRefreshMs: 10_000,
 }
