@@ -4,7 +4,7 @@
  * after a reshard.
  */
 import { createHash } from "node:crypto"
-import { Effect, Option } from "effect"
+import { Effect } from "effect"
 import { EmptyBatch, InvalidPartitionKey, MalformedSequenceNumber, RecordTooLarge } from "./StreamError.js"
 import type { AppendRecord, ShardInfo } from "./StreamLog.js"
 
@@ -84,7 +84,3 @@ export const readableShards = (
     (s) => !finished.has(s.shardId) && done(s.parentShardId) && done(s.adjacentParentShardId),
   )
 }
-
-/** The larger of two optional sequence numbers. */
-export const maxSequenceNumber = (a: Option.Option<string>, b: string): string =>
-  Option.match(a, { onNone: () => b, onSome: (x) => (compareSequenceNumbers(x, b) >= 0 ? x : b) })
