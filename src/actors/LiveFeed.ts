@@ -7,7 +7,10 @@ import { Context, Effect, Layer, PubSub, Queue, type Scope } from "effect"
 import type { TelemetryRow } from "../storage/TelemetryStore.js"
 
 export interface LiveFeedApi {
-  /** Publishes stored readings of one tenant to its subscribers. */
+  /**
+   * Publishes one tenant's decoded readings to its subscribers — before they are stored, so a
+   * live feed does not wait for an insert; a replay publishes them again (at least once).
+   */
   readonly publish: (tenantId: string, rows: ReadonlyArray<TelemetryRow>) => Effect.Effect<void>
   /**
    * Subscribes to a tenant's readings (optionally one device's) until the scope closes. Subscribe

@@ -109,6 +109,8 @@ export const make = (config: ProcessorConfig.ProcessorConfig) =>
         yield* Effect.forEach(tenants.values(), (actor) => actor.drain, { discard: true })
         yield* Effect.logInfo("processor drained: every pulled record is stored and checkpointed")
       }).pipe(
+        // Finalizers are uninterruptible: without this the timeout would wait for the drain anyway.
+        Effect.interruptible,
         Effect.timeout(DRAIN_TIMEOUT),
         Effect.catchAll(() =>
           Effect.logWarning("processor drain timed out; unstored records stay in the stream"),

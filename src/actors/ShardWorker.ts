@@ -30,6 +30,9 @@ export interface ShardWorkerDeps {
 export const UNATTRIBUTED_TENANT = "_unattributed"
 
 const transientRetry = Schedule.exponential(Duration.millis(50), 2).pipe(Schedule.upTo(Duration.seconds(30)))
+const foreverRetry = Schedule.exponential(Duration.millis(50), 2).pipe(
+  Schedule.either(Schedule.spaced("5 seconds")),
+)
 
 /** Runs the shard until it ends (closed and fully read: returns true) or the processor stops. */
 export const run = (shardId: string, deps: ShardWorkerDeps) =>
@@ -48,9 +51,11 @@ export const run = (shardId: string, deps: ShardWorkerDeps) =>
           const ticket = yield* Queue.take(inflight)
           if (ticket === null) return
           yield* Deferred.await(ticket.done)
-          yield* log
-            .checkpoint(config.consumer, shardId, ticket.lastSequenceNumber)
-            .pipe(Effect.retry(transientRetry))
+          // Retried without end: giving up would strand the shard (nothing else advances it).
+          yield* log.checkpoint(config.consumer, shardId, ticket.lastSequenceNumber).pipe(
+            Effect.tapError((error) => Effect.logWarning("checkpoint failed; retrying", error)),
+            Effect.retry(foreverRetry),
+          )
         }
       }),
     )

@@ -28,8 +28,8 @@ export interface CheckpointTable {
   readonly advance: (consumer: string, shardId: string, sequenceNumber: string) => void
   /** Stores any position (replay). */
   readonly reset: (consumer: string, shardId: string, position: Position) => void
-  /** Every consumer's stored position in a shard. */
-  readonly all: (shardId: string) => ReadonlyArray<Position>
+  /** Every consumer that has a checkpoint in some shard. */
+  readonly consumers: () => ReadonlyArray<string>
 }
 
 export const checkpointTable = (db: Database.Database): CheckpointTable => {
@@ -46,9 +46,7 @@ export const checkpointTable = (db: Database.Database): CheckpointTable => {
     "INSERT INTO checkpoints (consumer, shard_id, position) VALUES (?, ?, ?) " +
       "ON CONFLICT (consumer, shard_id) DO UPDATE SET position = excluded.position",
   )
-  const selectShard = db.prepare<[string], { position: string }>(
-    "SELECT position FROM checkpoints WHERE shard_id = ?",
-  )
+  const selectConsumers = db.prepare<[], { consumer: string }>("SELECT DISTINCT consumer FROM checkpoints")
   const get = (consumer: string, shardId: string): Position | undefined => {
     const row = select.get(consumer, shardId)
     return row === undefined ? undefined : (decode(row.position) as Position)
@@ -68,6 +66,6 @@ export const checkpointTable = (db: Database.Database): CheckpointTable => {
     get,
     advance: (consumer, shardId, sequenceNumber) => advance(consumer, shardId, sequenceNumber),
     reset: (consumer, shardId, position) => void upsert.run(consumer, shardId, encode(position)),
-    all: (shardId) => selectShard.all(shardId).map((row) => decode(row.position) as Position),
+    consumers: () => selectConsumers.all().map((row) => row.consumer),
   }
 }

@@ -81,8 +81,12 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
       )
     }
     const ranges = evenHashRanges(shardCount)
+    // A new log numbers its records from a time-based offset (µs since the epoch), not from 1, so
+    // a log created anew (a wiped data directory) never reuses a previous log's sequence numbers,
+    // which feed the storage tier's insert dedup tokens.
+    const firstSeq = Date.now() * 1000
     const initShard = db.prepare(
-      "INSERT OR IGNORE INTO shards (shard, last_seq, last_arrived_at) VALUES (?, 0, 0)",
+      `INSERT OR IGNORE INTO shards (shard, last_seq, last_arrived_at) VALUES (?, ${firstSeq}, 0)`,
     )
     for (let i = 0; i < shardCount; i++) {
       db.exec(`CREATE TABLE IF NOT EXISTS shard_${i} (
@@ -180,9 +184,9 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
       const now = Math.max(Date.now(), ...lastArrivedAt)
       const before = lastSeq.slice()
       const arrivedBefore = lastArrivedAt.slice()
+      let results: Array<Array<Appended>>
       try {
-        const results = commitTx(jobs, now)
-        for (let j = 0; j < jobs.length; j++) jobs[j]!.resume(Effect.succeed(results[j]!))
+        results = commitTx(jobs, now)
       } catch (cause) {
         for (let i = 0; i < before.length; i++) {
           lastSeq[i] = before[i]!
@@ -193,7 +197,10 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
           retainedBytes -= job.bytes
           job.resume(Effect.fail(error))
         }
+        return
       }
+      // Outside the try: the commit stands, whatever a resumed appender does next.
+      for (let j = 0; j < jobs.length; j++) jobs[j]!.resume(Effect.succeed(results[j]!))
     }
     const schedule = () => {
       if (!scheduled) {
@@ -233,28 +240,44 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
       }
       return found
     }
+    /**
+     * The highest sequence number every consumer has processed in a shard: 0 when some known
+     * consumer (one with a checkpoint in any shard) has none here yet, Infinity when the log has
+     * no consumers at all.
+     */
+    const consumedThrough = (shard: number): number => {
+      const consumers = checkpoints.consumers()
+      if (consumers.length === 0) return Number.POSITIVE_INFINITY
+      let through = Number.POSITIVE_INFINITY
+      for (const consumer of consumers) {
+        const p = checkpoints.get(consumer, shardIds[shard]!)
+        through = Math.min(through, p?._tag === "AfterSequence" ? Number(p.sequenceNumber) : 0)
+      }
+      return through
+    }
+    /**
+     * Trims records older than the retention — but never past what every consumer has processed:
+     * an acknowledged record that storage has not taken yet stays (the disk budget then pushes
+     * back on ingress) rather than expiring unread.
+     */
     const trimExpired = () => {
       const cutoff = Date.now() - config.retentionMs
       let freed = 0
       for (let shard = 0; shard < shardCount; shard++) {
-        const keepFrom = firstSeqAt(shard, cutoff) ?? lastSeq[shard]! + 1
-        freed += trimThrough(shard, keepFrom - 1)
+        const expiredThrough = (firstSeqAt(shard, cutoff) ?? lastSeq[shard]! + 1) - 1
+        freed += trimThrough(shard, Math.min(expiredThrough, consumedThrough(shard)))
       }
       return freed
     }
     /**
-     * Frees records that every consumer has checkpointed past. Only reached when the budget is
+     * Frees unexpired records that every consumer has processed. Only reached when the budget is
      * exhausted: unread records are never dropped, so the log refuses appends instead.
      */
     const reclaimConsumed = () => {
       let freed = 0
       for (let shard = 0; shard < shardCount; shard++) {
-        const positions = checkpoints.all(shardIds[shard]!)
-        if (positions.length === 0 || positions.some((p) => p._tag !== "AfterSequence")) continue
-        const safe = Math.min(
-          ...positions.map((p) => (p._tag === "AfterSequence" ? Number(p.sequenceNumber) : 0)),
-        )
-        freed += trimThrough(shard, safe)
+        const through = consumedThrough(shard)
+        if (Number.isFinite(through)) freed += trimThrough(shard, through)
       }
       return freed
     }

@@ -75,6 +75,28 @@ describe("embedded log", () => {
     })
   })
 
+  it.scopedLive("never expires records a consumer has not processed yet", () =>
+    Effect.gen(function* () {
+      const log = yield* StreamLog
+      const acks = yield* log.append(Array.from({ length: 6 }, () => record("slow", 10)))
+      const shardId = acks[0]!.shardId
+      // The consumer (its storage down, say) got through record 2 only.
+      yield* log.checkpoint("processor", shardId, acks[2]!.sequenceNumber)
+      yield* Effect.sleep("600 millis")
+      const reader = yield* log.reader(shardId, Position.TrimHorizon())
+      const left = yield* reader.pull()
+      expect(left.records.map((r) => r.sequenceNumber)).toEqual(acks.slice(3).map((a) => a.sequenceNumber))
+    }).pipe(
+      Effect.provide(
+        SqliteStreamLog.layerWith({
+          ...SqliteStreamLog.defaults(fresh()),
+          retentionMs: 300,
+          trimIntervalMs: 50,
+        }),
+      ),
+    ),
+  )
+
   it.scopedLive("keeps the shard count it was created with", () => {
     const dataDir = fresh()
     return Effect.gen(function* () {
