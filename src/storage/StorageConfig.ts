@@ -4,6 +4,7 @@
  */
 import { join } from "node:path"
 import { Config, Option, type Redacted } from "effect"
+import { dataDir } from "../platform/DataDir.js"
 
 /** Where a ClickHouseTelemetryStore connects. */
 export type ClickHouseTarget =
@@ -38,9 +39,6 @@ export const databaseNamePattern = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/
 
 const key = <A>(c: Config.Config<A>) => c.pipe(Config.nested("clickhouse"), Config.nested("sluice"))
 const optional = <A>(c: Config.Config<A>) => Config.option(c).pipe(Config.map(Option.getOrUndefined))
-
-/** Where everything the embedded process keeps on disk lives (SLUICE_DATA_DIR); chDB uses `<dir>/chdb`. */
-export const dataDir = Config.string("data_dir").pipe(Config.withDefault("./data"), Config.nested("sluice"))
 
 /**
  * The store's settings:

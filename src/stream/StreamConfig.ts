@@ -3,9 +3,7 @@
  * from the environment they are upper-cased under SLUICE_, e.g. `SLUICE_STREAM_SHARD_COUNT`.
  */
 import { Config, type Redacted } from "effect"
-
-/** Where everything the embedded process keeps on disk lives (SLUICE_DATA_DIR). */
-export const dataDir = Config.string("data_dir").pipe(Config.withDefault("./data"), Config.nested("sluice"))
+import { dataDir } from "../platform/DataDir.js"
 
 /** Which StreamLog backend runs (SLUICE_STREAM_BACKEND): `embedded` (default) or `kinesis`. */
 export const backend = Config.literal(
