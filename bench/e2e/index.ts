@@ -39,8 +39,8 @@ const freePort = () =>
     })
   })
 
-const node = (args: Array<string>, env: Record<string, string> = {}) =>
-  spawn(process.execPath, ["--import", "tsx", ...args], {
+const node = (args: Array<string>, env: Record<string, string> = {}, flags: Array<string> = []) =>
+  spawn(process.execPath, [...flags, "--import", "tsx", ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "inherit"],
   })
@@ -105,6 +105,8 @@ const startPlatform = async () => {
   const child = node(
     ["src/main.ts", "--host", "127.0.0.1", "--mqtt-port", String(mqttPort), "--http-port", String(httpPort)],
     { SLUICE_DATA_DIR: mkdtempSync(join(tmpdir(), "sluice-bench-e2e-")) },
+    // As `npm start` runs it: a larger young generation means fewer scavenges (about 25 % less GC time).
+    ["--max-semi-space-size=32"],
   )
   child.stdout!.resume()
   const http = `http://127.0.0.1:${httpPort}`

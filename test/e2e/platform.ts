@@ -47,6 +47,8 @@ export const startPlatform = async (
   const child = spawn(
     process.execPath,
     [
+      // As `npm start` runs it.
+      "--max-semi-space-size=32",
       "--import",
       "tsx",
       "src/main.ts",
