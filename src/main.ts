@@ -68,6 +68,12 @@ if (cli.help) {
 
 Layer.launch(Main).pipe(
   Effect.withConfigProvider(cli.provider),
-  Effect.catchTag("ConfigFileError", (error) => Effect.die(error.message)),
+  // A bad configuration file is the user's to fix: say exactly what is wrong, no stack trace.
+  Effect.catchTag("ConfigFileError", (error) =>
+    Effect.sync(() => {
+      console.error(`sluice: refusing to start\n${error.message}`)
+      process.exitCode = 1
+    }),
+  ),
   NodeRuntime.runMain({ disablePrettyLogger: true }),
 )
