@@ -196,10 +196,23 @@ export const layerWith = <ApiId extends string>(
       const refusedTooLarge = refused("too_large")
       const refusedPushback = refused("pushback")
       const refusedUnavailable = refused("unavailable")
+      const refusedQuota = refused("quota")
+      const tenancy = yield* Tenancy
       let inFlight = 0
 
       const ingest = Effect.fn("Ingest.telemetry")(function* (source: IncomingMessage) {
         const device = yield* CurrentDevice
+        // Over the tenant's quota: refused before the body is read; only this tenant waits.
+        const reservation = tenancy.reserve(device.tenantId, 0)
+        if (!reservation.granted) {
+          refusedQuota.inc()
+          return retryLater(
+            new IngestThrottled({
+              message: `nothing stored: tenant ${device.tenantId} is over its ingest quota`,
+              retryAfterSeconds: retryAfterSeconds(reservation.waitMs),
+            }),
+          )
+        }
         const declared = source.headers["content-length"]
         if (declared !== undefined && Number(declared) > config.maxPayloadBytes) {
           refusedTooLarge.inc()

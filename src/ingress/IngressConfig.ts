@@ -47,6 +47,11 @@ export interface IngressConfig {
   readonly maxBatchRecords: number
   /** Most bytes in one stream append (SLUICE_INGRESS_MAX_BATCH_BYTES). Default 4 MiB (PutRecords allows 5). */
   readonly maxBatchBytes: number
+  /**
+   * How long an MQTT PUBACK may be held back for a tenant over its quota before the device is
+   * disconnected instead (SLUICE_INGRESS_QUOTA_MAX_DELAY_MS). Default 10 s.
+   */
+  readonly quotaMaxDelayMs: number
 }
 
 const key = <A>(config: Config.Config<A>) => config.pipe(Config.nested("ingress"), Config.nested("sluice"))
@@ -87,6 +92,7 @@ export const config: Config.Config<IngressConfig> = Config.all({
   ),
   maxBatchRecords: key(Config.integer("max_batch_records").pipe(Config.withDefault(500), atLeast(1))),
   maxBatchBytes: key(Config.integer("max_batch_bytes").pipe(Config.withDefault(4 * 1024 * 1024), atLeast(1))),
+  quotaMaxDelayMs: key(Config.integer("quota_max_delay_ms").pipe(Config.withDefault(10_000), atLeast(0))),
 })
 
 /** Defaults for `layerWith`, to override per use (tests bind 127.0.0.1 on a free port). */
@@ -101,4 +107,5 @@ export const defaults: IngressConfig = {
   unavailableRetryAfterMs: 5_000,
   maxBatchRecords: 500,
   maxBatchBytes: 4 * 1024 * 1024,
+  quotaMaxDelayMs: 10_000,
 }

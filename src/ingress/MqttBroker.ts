@@ -92,6 +92,8 @@ export const make = (
     const refusedTooLarge = refused("too_large")
     const refusedPushback = refused("pushback")
     const refusedUnavailable = refused("unavailable")
+    const refusedQuota = refused("quota")
+    const throttled = metrics.throttled.labels({ transport: "mqtt" })
 
     const log = (level: LogLevel.LogLevel, message: string, annotations: Record<string, unknown>) => {
       runFork(Effect.logWithLevel(level, message).pipe(Effect.annotateLogs(annotations)))
@@ -175,18 +177,31 @@ export const make = (
       // subscribe, so a retained message would only hold memory per device.
       packet.retain = false
       const { tenantId, deviceId, deviceClass } = session.device
-      appender.submit(
-        {
-          partitionKey: session.partitionKey,
-          data: encodeEnvelope({ tenantId, deviceId, deviceClass, receivedAt: Date.now() }, payload),
-        },
-        (error) => {
-          if (error !== undefined) return streamRefused(session, client, error, callback)
-          ingested.inc()
-          // Only now may aedes acknowledge: PUBACK (QoS 1) or PUBREC (QoS 2) follows this callback.
-          callback(null)
-        },
-      )
+      const append = () =>
+        appender.submit(
+          {
+            partitionKey: session.partitionKey,
+            data: encodeEnvelope({ tenantId, deviceId, deviceClass, receivedAt: Date.now() }, payload),
+          },
+          (error) => {
+            if (error !== undefined) return streamRefused(session, client, error, callback)
+            ingested.inc()
+            // Only now may aedes acknowledge: PUBACK (QoS 1) or PUBREC (QoS 2) follows this callback.
+            callback(null)
+          },
+        )
+      // A tenant over its quota: hold this PUBACK until its turn. aedes reads a connection's next
+      // packet only after this one is answered, so the tenant's devices slow down, nobody else's.
+      const reservation = tenancy.reserve(tenantId, config.quotaMaxDelayMs)
+      if (!reservation.granted) {
+        refusedQuota.inc()
+        const reason = `tenant ${tenantId} is over its ingest quota by more than ${config.quotaMaxDelayMs} ms; disconnecting`
+        log(LogLevel.Warning, reason, deviceAnnotations(session, client))
+        return refuse(callback, reason)
+      }
+      if (reservation.waitMs === 0) return append()
+      throttled.inc()
+      setTimeout(append, reservation.waitMs)
     }
 
     const authorizeSubscribe: Aedes["authorizeSubscribe"] = (client, subscription, callback) => {

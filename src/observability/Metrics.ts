@@ -11,6 +11,8 @@ export interface MetricsApi {
   readonly ingested: Counter<"transport">
   /** Messages refused by ingress, by transport and reason (auth, forbidden, malformed, too_large, pushback, unavailable). */
   readonly refused: Counter<"transport" | "reason">
+  /** Messages held back (MQTT: PUBACK delayed) because their tenant is over its ingest quota. */
+  readonly throttled: Counter<"transport">
   /** How far each shard's consumer is behind the newest record, ms. */
   readonly streamLagMs: Gauge<"shard">
   /** Device actors currently alive. */
@@ -43,6 +45,12 @@ export const make = (): MetricsApi => {
       name: "sluice_refused_messages_total",
       help: "Messages refused by ingress",
       labelNames: ["transport", "reason"],
+      registers,
+    }),
+    throttled: new Counter({
+      name: "sluice_throttled_messages_total",
+      help: "Messages held back because their tenant is over its ingest quota",
+      labelNames: ["transport"],
       registers,
     }),
     streamLagMs: new Gauge({

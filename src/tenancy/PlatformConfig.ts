@@ -46,6 +46,13 @@ export const TenantConfig = Schema.Struct({
   api_keys: Schema.Array(
     Secret.pipe(Schema.minLength(16, { message: () => "API keys need 16+ characters" })),
   ),
+  /**
+   * Ingest quota: messages per second over MQTT and HTTP together, with a burst of one second's
+   * worth. Over it, MQTT PUBACKs are delayed (the devices slow down) and HTTP gets 429. Unset = no quota.
+   */
+  max_messages_per_second: Schema.optional(
+    Schema.Number.pipe(Schema.positive({ message: () => "must be a positive number" })),
+  ),
 }).annotations({ identifier: "TenantConfig" })
 export type TenantConfig = typeof TenantConfig.Type
 

@@ -6,6 +6,8 @@ import { timingSafeEqual } from "node:crypto"
 import { Context, Layer, Option } from "effect"
 import { allDevices } from "./Fleet.js"
 import type { DeviceClassConfig, PlatformConfig } from "./PlatformConfig.js"
+import type { Reservation } from "./Quota.js"
+import * as Quota from "./Quota.js"
 
 export interface Device {
   readonly tenantId: string
@@ -31,6 +33,11 @@ export interface TenancyApi {
   /** A device class definition by name. */
   readonly deviceClass: (name: string) => Option.Option<DeviceClassConfig>
   readonly tenants: ReadonlyArray<Tenant>
+  /**
+   * Reserves one message of the tenant's ingest quota (`max_messages_per_second`), shared by
+   * every transport: granted after `waitMs`, or refused if that would exceed `maxWaitMs`.
+   */
+  readonly reserve: (tenantId: string, maxWaitMs: number) => Reservation
 }
 
 export class Tenancy extends Context.Tag("sluice/Tenancy")<Tenancy, TenancyApi>() {}
@@ -54,6 +61,11 @@ export const fromConfig = (config: PlatformConfig): TenancyApi => {
     config.tenants.flatMap((t) => t.api_keys.map((k) => [k, { tenantId: t.id }] as const)),
   )
   const classes = new Map(config.device_classes.map((c) => [c.name, c]))
+  const quotas = new Map(
+    config.tenants.flatMap((t) =>
+      t.max_messages_per_second === undefined ? [] : [[t.id, t.max_messages_per_second] as const],
+    ),
+  )
   const strip = ({ tenantId, deviceId, deviceClass }: Device): Device => ({ tenantId, deviceId, deviceClass })
   return {
     authenticateDevice: (deviceId, credential) => {
@@ -72,6 +84,7 @@ export const fromConfig = (config: PlatformConfig): TenancyApi => {
     devices: (tenantId) => [...devices.values()].filter((d) => d.tenantId === tenantId).map(strip),
     deviceClass: (name) => Option.fromNullable(classes.get(name)),
     tenants: config.tenants.map((t) => ({ tenantId: t.id })),
+    reserve: Quota.make((tenantId) => quotas.get(tenantId)).reserve,
   }
 }
 

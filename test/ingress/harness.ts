@@ -46,7 +46,9 @@ export const ingressConfig: IngressConfig.IngressConfig = {
  * StreamLog (embedded, in a temporary directory removed afterwards), Tenancy and Metrics.
  * `streamMaxBytes` is the log's disk budget: tiny values make appends fail with StreamFull.
  */
-export const dependencies = (options: { readonly streamMaxBytes?: number } = {}) =>
+export const dependencies = (
+  options: { readonly streamMaxBytes?: number; readonly platform?: PlatformConfig } = {},
+) =>
   Layer.mergeAll(
     Layer.unwrapScoped(
       Effect.map(
@@ -62,7 +64,7 @@ export const dependencies = (options: { readonly streamMaxBytes?: number } = {})
           }),
       ),
     ),
-    Tenancy.layer(platform),
+    Tenancy.layer(options.platform ?? platform),
     Metrics.layer,
   )
 
