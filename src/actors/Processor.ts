@@ -13,6 +13,7 @@ import { Tenancy } from "../tenancy/Tenancy.js"
 import { LiveFeed } from "./LiveFeed.js"
 import * as ProcessorConfig from "./ProcessorConfig.js"
 import * as ShardWorker from "./ShardWorker.js"
+import * as Spill from "./Spill.js"
 import * as TenantActor from "./TenantActor.js"
 
 /** How long shutdown waits for pulled records to be stored before giving up (they stay in the stream). */
@@ -39,6 +40,7 @@ export const make = (config: ProcessorConfig.ProcessorConfig) =>
       return classes.get(name)
     }
 
+    const spill = yield* Spill.make(config.dataDir, config.spillMaxBytes).pipe(Effect.orDie)
     const tenants = new Map<string, TenantActor.TenantActor>()
     const creating = yield* Effect.makeSemaphore(1)
     const tenant = (tenantId: string) => {
@@ -48,7 +50,7 @@ export const make = (config: ProcessorConfig.ProcessorConfig) =>
         Effect.suspend(() => {
           const again = tenants.get(tenantId)
           if (again !== undefined) return Effect.succeed(again)
-          return TenantActor.make(tenantId, { config, store, live, metrics }).pipe(
+          return TenantActor.make(tenantId, { config, store, live, metrics, spill }).pipe(
             Effect.tap((actor) => Effect.sync(() => tenants.set(tenantId, actor))),
             Effect.provideService(Scope.Scope, tenantScope),
           )
@@ -95,6 +97,9 @@ export const make = (config: ProcessorConfig.ProcessorConfig) =>
       }
     })
 
+    // Tenants with batches left in the spill (a restart while their storage failed) drain them
+    // now, whether or not new messages arrive for them.
+    for (const tenantId of yield* Effect.orDie(spill.tenants)) yield* tenant(tenantId)
     yield* startReadable
     yield* startReadable.pipe(
       Effect.repeat(Schedule.spaced(Duration.millis(config.shardRefreshMs))),

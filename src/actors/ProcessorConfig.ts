@@ -2,6 +2,7 @@
  * Processing tier configuration (SLUICE_PROCESSOR_*), read with Effect `Config`.
  */
 import { Config } from "effect"
+import { dataDir } from "../platform/DataDir.js"
 
 export interface ProcessorConfig {
   /** The consumer name whose checkpoints this processor keeps. Default `processor`. */
@@ -30,6 +31,15 @@ export interface ProcessorConfig {
   readonly deviceIdleMs: number
   /** How often shards are listed for splits, merges and finished parents. Default 10 s. */
   readonly shardRefreshMs: number
+  /**
+   * How long a tenant's inserts may keep failing before its batches are parked in the spill, so
+   * the shared shard checkpoints move on for the other tenants. Default 10 s.
+   */
+  readonly spillAfterMs: number
+  /** Disk budget of the spill; past it a failing tenant's batches wait in the stream. Default 1 GiB. */
+  readonly spillMaxBytes: number
+  /** Where the spill file lives (SLUICE_DATA_DIR). */
+  readonly dataDir: string
 }
 
 const key = <A>(c: Config.Config<A>) => c.pipe(Config.nested("processor"), Config.nested("sluice"))
@@ -46,6 +56,9 @@ export const processor: Config.Config<ProcessorConfig> = Config.all({
   dedupWindow: key(Config.integer("dedup_window").pipe(Config.withDefault(64))),
   deviceIdleMs: key(Config.integer("device_idle_ms").pipe(Config.withDefault(600_000))),
   shardRefreshMs: key(Config.integer("shard_refresh_ms").pipe(Config.withDefault(10_000))),
+  spillAfterMs: key(Config.integer("spill_after_ms").pipe(Config.withDefault(10_000))),
+  spillMaxBytes: key(Config.integer("spill_max_bytes").pipe(Config.withDefault(1024 ** 3))),
+  dataDir,
 })
 
 /** Defaults, for tests and benchmarks that override a few fields. */
@@ -61,4 +74,7 @@ export const defaults: ProcessorConfig = {
   dedupWindow: 64,
   deviceIdleMs: 600_000,
   shardRefreshMs: 10_000,
+  spillAfterMs: 10_000,
+  spillMaxBytes: 1024 ** 3,
+  dataDir: "./data",
 }

@@ -13,6 +13,7 @@ import type { DeadLetter, TelemetryRow, TelemetryStoreApi } from "../storage/Tel
 import type { LiveFeedApi } from "./LiveFeed.js"
 import type { ProcessorConfig } from "./ProcessorConfig.js"
 import type { TenantBatch } from "./Protocol.js"
+import type { Spill } from "./Spill.js"
 
 export interface TenantActor {
   readonly tenantId: string
@@ -22,17 +23,21 @@ export interface TenantActor {
   readonly drain: Effect.Effect<void>
 }
 
-/** Deterministic for the same batches: a redelivered identical insert is dropped by ClickHouse. */
-const dedupToken = (tenantId: string, kind: string, batches: ReadonlyArray<TenantBatch>) => {
-  const hash = createHash("sha256").update(`${tenantId}\n${kind}\n`)
+/**
+ * Identifies a set of batches by their stream positions; the insert dedup tokens derive from it,
+ * so the same batches (retried, replayed, or drained from the spill) always carry the same tokens.
+ */
+const positionsOf = (batches: ReadonlyArray<TenantBatch>) => {
+  const hash = createHash("sha256")
   for (const b of batches) hash.update(`${b.shardId}:${b.firstSequenceNumber}-${b.lastSequenceNumber}\n`)
   return hash.digest("hex")
 }
+const dedupToken = (tenantId: string, kind: string, positions: string) =>
+  createHash("sha256").update(`${tenantId}\n${kind}\n${positions}`).digest("hex")
 
-/** Storage down is expected to heal: back off up to 5 s between attempts, forever. */
+/** Storage down is expected to heal: back off up to 5 s between attempts. */
 const storeRetry = Schedule.exponential(Duration.millis(50), 2).pipe(
-  Schedule.either(Schedule.spaced(Duration.seconds(5))),
-  Schedule.compose(Schedule.elapsed),
+  Schedule.either(Schedule.spaced("5 seconds")),
 )
 
 export const make = (
@@ -42,32 +47,65 @@ export const make = (
     readonly store: TelemetryStoreApi
     readonly live: LiveFeedApi
     readonly metrics: MetricsApi
+    readonly spill: Spill
   },
 ) =>
   Effect.gen(function* () {
-    const { config, store, live, metrics } = deps
+    const { config, store, live, metrics, spill } = deps
     const mailbox = yield* Queue.bounded<TenantBatch>(config.mailboxBatches)
     let draining = false
     /** From taking a batch until it is stored: drain must not interrupt in between. */
     let busy = false
+    /** The tenant has batches in the spill: new ones join them there, oldest drained first. */
+    let spilled = Option.isSome(yield* Effect.orDie(spill.oldest(tenantId)))
+    const mode = yield* Effect.makeSemaphore(1)
+    const wake = yield* Queue.sliding<void>(1)
 
-    const write = <A>(
-      kind: string,
-      items: ReadonlyArray<A>,
-      batches: ReadonlyArray<TenantBatch>,
-      insert: (items: ReadonlyArray<A>, token: string) => Effect.Effect<void, unknown>,
+    /** Stores rows and dead letters under tokens derived from `positions`; retried per `schedule`. */
+    const store_ = (
+      rows: ReadonlyArray<TelemetryRow>,
+      deadLetters: ReadonlyArray<DeadLetter>,
+      positions: string,
+      schedule: Schedule.Schedule<unknown, unknown>,
     ) =>
-      items.length === 0
-        ? Effect.void
-        : insert(items, dedupToken(tenantId, kind, batches)).pipe(
-            Effect.tapError((error) =>
-              Effect.logWarning(`storing ${items.length} ${kind} failed; retrying`, error).pipe(
-                Effect.annotateLogs("tenant", tenantId),
-              ),
-            ),
-            Effect.retry(storeRetry),
-            Effect.orDie,
-          )
+      Effect.gen(function* () {
+        const started = performance.now()
+        if (rows.length > 0) yield* store.insert(rows, dedupToken(tenantId, "rows", positions))
+        if (deadLetters.length > 0) {
+          yield* store.insertDeadLetters(deadLetters, dedupToken(tenantId, "dead letters", positions))
+        }
+        if (rows.length > 0) {
+          metrics.insertLatency.observe((performance.now() - started) / 1000)
+          metrics.stored.inc(rows.length)
+        }
+        if (deadLetters.length > 0) metrics.deadLetters.inc(deadLetters.length)
+      }).pipe(
+        Effect.tapError((error) => Effect.logWarning(`storing ${rows.length} rows failed; retrying`, error)),
+        Effect.retry(schedule),
+      )
+
+    /** Puts a batch in the spill; true if it is there (durably), false if the spill refused. */
+    const toSpill = (
+      rows: ReadonlyArray<TelemetryRow>,
+      deadLetters: ReadonlyArray<DeadLetter>,
+      positions: string,
+    ) =>
+      spill.put(tenantId, { token: positions, rows, deadLetters }).pipe(
+        Effect.tap(() =>
+          Effect.sync(() => {
+            spilled = true
+            metrics.spilled.inc(rows.length + deadLetters.length)
+          }),
+        ),
+        Effect.zipRight(Queue.offer(wake, undefined)),
+        Effect.as(true),
+        Effect.catchAll((error) =>
+          Effect.as(
+            Effect.logError("the spill refused a batch; it waits in the stream instead", error),
+            false,
+          ),
+        ),
+      )
 
     const flush = (batches: ReadonlyArray<TenantBatch>) =>
       Effect.gen(function* () {
@@ -77,16 +115,52 @@ export const make = (
           for (const r of b.rows) rows.push(r)
           for (const d of b.deadLetters) deadLetters.push(d)
         }
-        const started = performance.now()
-        yield* write("rows", rows, batches, store.insert)
-        if (rows.length > 0) {
-          metrics.insertLatency.observe((performance.now() - started) / 1000)
-          metrics.stored.inc(rows.length)
+        const positions = positionsOf(batches)
+        const joined = yield* mode.withPermits(1)(
+          Effect.suspend(() => (spilled ? toSpill(rows, deadLetters, positions) : Effect.succeed(false))),
+        )
+        if (!joined) {
+          const direct = yield* Effect.either(
+            store_(
+              rows,
+              deadLetters,
+              positions,
+              storeRetry.pipe(Schedule.upTo(Duration.millis(config.spillAfterMs))),
+            ),
+          )
+          if (direct._tag === "Left") {
+            // This tenant's storage keeps failing: park its batch so the shards move on for everyone.
+            const parked = yield* mode.withPermits(1)(toSpill(rows, deadLetters, positions))
+            if (!parked) yield* store_(rows, deadLetters, positions, storeRetry).pipe(Effect.orDie)
+          }
         }
-        yield* write("dead letters", deadLetters, batches, store.insertDeadLetters)
-        if (deadLetters.length > 0) metrics.deadLetters.inc(deadLetters.length)
         for (const b of batches) yield* b.ticket.settle()
       })
+
+    /** Drains the spill, oldest first, whenever there is something in it. */
+    const drainSpill = Effect.gen(function* () {
+      yield* Queue.take(wake)
+      for (;;) {
+        const next = yield* Effect.orDie(spill.oldest(tenantId))
+        if (Option.isNone(next)) {
+          const empty = yield* mode.withPermits(1)(
+            Effect.flatMap(Effect.orDie(spill.oldest(tenantId)), (again) =>
+              Effect.sync(() => {
+                if (Option.isNone(again)) spilled = false
+                return Option.isNone(again)
+              }),
+            ),
+          )
+          if (empty) return
+          continue
+        }
+        const entry = next.value
+        yield* store_(entry.rows, entry.deadLetters, entry.token, storeRetry).pipe(Effect.orDie)
+        yield* Effect.orDie(spill.remove(entry.id))
+      }
+    }).pipe(Effect.forever, Effect.annotateLogs({ tenant: tenantId, spill: true }))
+    yield* Effect.forkScoped(drainSpill)
+    if (spilled) yield* Queue.offer(wake, undefined)
 
     /** Takes batches until `maxBatchRows` readings or `flushIntervalMs` after the first. */
     const collect = Effect.gen(function* () {

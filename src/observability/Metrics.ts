@@ -20,6 +20,8 @@ export interface MetricsApi {
   /** Readings stored, and readings sent to the dead-letter table. */
   readonly stored: Counter
   readonly deadLetters: Counter
+  /** Readings and dead letters parked in the spill because their tenant's inserts kept failing. */
+  readonly spilled: Counter
   /** Time from calling insert to ClickHouse's acknowledgement, seconds. */
   readonly insertLatency: Histogram
   /** Live WebSocket subscribers. */
@@ -68,6 +70,11 @@ export const make = (): MetricsApi => {
     deadLetters: new Counter({
       name: "sluice_dead_letters_total",
       help: "Readings that failed their device class and went to the dead-letter table",
+      registers,
+    }),
+    spilled: new Counter({
+      name: "sluice_spilled_readings_total",
+      help: "Readings parked in the spill because their tenant's inserts kept failing",
       registers,
     }),
     insertLatency: new Histogram({

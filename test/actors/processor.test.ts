@@ -46,7 +46,7 @@ const layers = (dirs: { stream: string; chdb: string }) => {
     LiveFeedLayer.layer,
     Metrics.layer,
   )
-  return Processor.layerWith({ ...ProcessorConfig.defaults, flushIntervalMs: 20 }).pipe(
+  return Processor.layerWith({ ...ProcessorConfig.defaults, flushIntervalMs: 20, dataDir: dirs.stream }).pipe(
     Layer.provideMerge(infra),
   )
 }

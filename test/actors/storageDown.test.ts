@@ -1,8 +1,7 @@
 /**
- * Guarantees 1 and 2 with the store down: ingestion keeps appending, the processor does not
- * checkpoint past what is unstored, and once the store is back everything lands exactly once.
- * The store is the real chDB one behind a switch that makes its inserts fail (fault injection
- * on our own contract, not a stand-in for ClickHouse).
+ * Guarantees 1, 2 and 4 with storage failing. The store is the real chDB one behind a switch that
+ * makes inserts fail — for every tenant, or for one (fault injection on our own contract, not a
+ * stand-in for ClickHouse).
  */
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -16,7 +15,7 @@ import * as Metrics from "../../src/observability/Metrics.js"
 import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
 import { StorageUnavailable, TelemetryStore } from "../../src/storage/TelemetryStore.js"
 import * as SqliteStreamLog from "../../src/stream/SqliteStreamLog.js"
-import { StreamLog } from "../../src/stream/StreamLog.js"
+import { Position, StreamLog } from "../../src/stream/StreamLog.js"
 import * as ConfigFile from "../../src/tenancy/ConfigFile.js"
 import { encodeEnvelope, partitionKeyOf } from "../../src/tenancy/Envelope.js"
 import * as Tenancy from "../../src/tenancy/Tenancy.js"
@@ -24,81 +23,141 @@ import * as Tenancy from "../../src/tenancy/Tenancy.js"
 const demo = await Effect.runPromise(ConfigFile.load(join(import.meta.dirname, "../../config/demo.yaml")))
 const T0 = Date.UTC(2026, 0, 1)
 
-const record = (i: number) => ({
-  partitionKey: partitionKeyOf("demo", "thermo-1"),
+const record = (tenantId: string, deviceId: string, i: number) => ({
+  partitionKey: partitionKeyOf(tenantId, deviceId),
   data: encodeEnvelope(
-    { tenantId: "demo", deviceId: "thermo-1", deviceClass: "thermostat", receivedAt: T0 },
+    { tenantId, deviceId, deviceClass: "thermostat", receivedAt: T0 },
     Buffer.from(JSON.stringify({ id: `m${i}`, ts: T0 + i, temp_f: 70, humidity: 40 })),
   ),
 })
 
-describe("storage down", () => {
-  it.scopedLive(
-    "the stream absorbs, the checkpoint waits, and everything lands once when storage returns",
-    () => {
-      const storage = { down: true, refused: 0 }
-      const switchable = Layer.effect(
-        TelemetryStore,
-        Effect.map(TelemetryStore, (store) =>
-          TelemetryStore.of({
-            ...store,
-            // Decided per attempt: a retry of the same effect must see the store come back.
-            insert: (rows, token) =>
-              Effect.suspend(() => {
-                if (!storage.down) return store.insert(rows, token)
-                storage.refused++
-                return Effect.fail(
-                  new StorageUnavailable({ operation: "insert", reason: "storage is down (test)" }),
-                )
-              }),
-          }),
-        ),
-      ).pipe(
-        Layer.provide(
-          ClickHouseTelemetryStore.layerWith(
-            ClickHouseTelemetryStore.embedded(mkdtempSync(join(tmpdir(), "sluice-down-chdb-"))),
+/** Tenants whose inserts fail right now. */
+const failing = new Set<string>()
+
+const layers = (
+  dirs: { stream: string; chdb: string },
+  processor: Partial<ProcessorConfig.ProcessorConfig>,
+) => {
+  const switchable = Layer.effect(
+    TelemetryStore,
+    Effect.map(TelemetryStore, (store) =>
+      TelemetryStore.of({
+        ...store,
+        // Decided per attempt: a retry of the same effect must see the store come back.
+        insert: (rows, token) =>
+          Effect.suspend(() =>
+            rows.some((r) => failing.has(r.tenantId))
+              ? Effect.fail(new StorageUnavailable({ operation: "insert", reason: "storage is down (test)" }))
+              : store.insert(rows, token),
           ),
-        ),
-      )
-      const infra = Layer.mergeAll(
-        SqliteStreamLog.layerWith(
-          SqliteStreamLog.defaults(mkdtempSync(join(tmpdir(), "sluice-down-stream-"))),
-        ),
-        switchable,
-        Tenancy.layer(demo),
-        LiveFeed.layer,
-        Metrics.layer,
-      )
-      const stored = Effect.flatMap(TelemetryStore, (s) =>
-        s.history("demo", "thermo-1", { from: T0 - 1000, to: T0 + 1_000_000 }, { limit: 1000 }),
-      )
+      }),
+    ),
+  ).pipe(Layer.provide(ClickHouseTelemetryStore.layerWith(ClickHouseTelemetryStore.embedded(dirs.chdb))))
+  const infra = Layer.mergeAll(
+    SqliteStreamLog.layerWith(SqliteStreamLog.defaults(dirs.stream)),
+    switchable,
+    Tenancy.layer(demo),
+    LiveFeed.layer,
+    Metrics.layer,
+  )
+  return Processor.layerWith({
+    ...ProcessorConfig.defaults,
+    flushIntervalMs: 20,
+    dataDir: dirs.stream,
+    ...processor,
+  }).pipe(Layer.provideMerge(infra))
+}
+
+const dirs = () => ({
+  stream: mkdtempSync(join(tmpdir(), "sluice-down-stream-")),
+  chdb: mkdtempSync(join(tmpdir(), "sluice-down-chdb-")),
+})
+
+const ids = (tenantId: string, deviceId: string) =>
+  Effect.flatMap(TelemetryStore, (s) =>
+    Effect.map(
+      s.history(tenantId, deviceId, { from: T0 - 1000, to: T0 + 1_000_000 }, { limit: 1000 }),
+      (page) => page.rows.map((r) => r.msgId),
+    ),
+  )
+
+const until = <A>(probe: Effect.Effect<A, unknown, TelemetryStore>, done: (a: A) => boolean) =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + 30_000
+    let value = yield* probe
+    while (!done(value) && Date.now() < deadline) {
+      yield* Effect.sleep("100 millis")
+      value = yield* probe
+    }
+    return value
+  })
+
+const expected = (n: number) => Array.from({ length: n }, (_, i) => `m${i}`)
+
+describe("storage failing", () => {
+  it.scopedLive(
+    "all of it: the stream absorbs, the checkpoint waits, everything lands once when storage returns",
+    () => {
+      failing.clear()
+      failing.add("demo")
       return Effect.gen(function* () {
         const log = yield* StreamLog
-        const first = yield* log.append(Array.from({ length: 50 }, (_, i) => record(i)))
+        const first = yield* log.append(Array.from({ length: 50 }, (_, i) => record("demo", "thermo-1", i)))
         const shardId = first[0]!.shardId
         yield* Effect.sleep("1500 millis")
-        // Down: inserts were tried and refused, nothing is stored, the checkpoint did not move.
-        expect(storage.refused).toBeGreaterThan(0)
-        expect((yield* stored).rows).toHaveLength(0)
+        expect(yield* ids("demo", "thermo-1")).toEqual([])
         expect(yield* log.resumePosition("processor", shardId)).toMatchObject({ _tag: "TrimHorizon" })
         // Ingestion keeps being accepted by the stream meanwhile.
-        yield* log.append(Array.from({ length: 50 }, (_, i) => record(50 + i)))
+        yield* log.append(Array.from({ length: 50 }, (_, i) => record("demo", "thermo-1", 50 + i)))
+        failing.clear()
+        expect(yield* until(ids("demo", "thermo-1"), (got) => got.length >= 100)).toEqual(expected(100))
+      }).pipe(Effect.provide(layers(dirs(), {})))
+    },
+  )
 
-        storage.down = false
-        const deadline = Date.now() + 30_000
-        let rows = (yield* stored).rows
-        while (rows.length < 100 && Date.now() < deadline) {
-          yield* Effect.sleep("100 millis")
-          rows = (yield* stored).rows
-        }
-        expect(rows.map((r) => r.msgId)).toEqual(Array.from({ length: 100 }, (_, i) => `m${i}`))
-      }).pipe(
-        Effect.provide(
-          Processor.layerWith({ ...ProcessorConfig.defaults, flushIntervalMs: 20 }).pipe(
-            Layer.provideMerge(infra),
-          ),
-        ),
-      )
+  it.scopedLive(
+    "one tenant's: its batches go to the spill, the others' are stored and checkpointed, and the spill drains exactly once",
+    () => {
+      failing.clear()
+      failing.add("other")
+      const d = dirs()
+      return Effect.gen(function* () {
+        // First run: "other" keeps failing; "demo" flows; the shards' checkpoints move on.
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            const log = yield* StreamLog
+            const acks = yield* log.append(
+              Array.from({ length: 40 }, (_, i) => [
+                record("demo", "thermo-1", i),
+                record("other", "other-thermo-1", i),
+              ]).flat(),
+            )
+            expect(yield* until(ids("demo", "thermo-1"), (got) => got.length >= 40)).toEqual(expected(40))
+            // Both tenants' records are behind the checkpoint: "other"'s wait in the spill.
+            for (const shardId of new Set(acks.map((a) => a.shardId))) {
+              const last = acks.filter((a) => a.shardId === shardId).at(-1)!.sequenceNumber
+              const position = yield* until(
+                Effect.orDie(log.resumePosition("processor", shardId)),
+                (p) => p._tag === "AfterSequence" && p.sequenceNumber === last,
+              )
+              expect(position).toEqual(Position.AfterSequence({ sequenceNumber: last }))
+            }
+            expect(yield* ids("other", "other-thermo-1")).toEqual([])
+          }).pipe(Effect.provide(layers(d, { spillAfterMs: 300 }))),
+        )
+        // Storage for "other" is back; after a restart the spill drains with no new message for it.
+        failing.clear()
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            expect(yield* until(ids("other", "other-thermo-1"), (got) => got.length >= 40)).toEqual(
+              expected(40),
+            )
+            yield* Effect.sleep("300 millis")
+            expect(yield* ids("other", "other-thermo-1")).toEqual(expected(40))
+            expect(yield* ids("demo", "thermo-1")).toEqual(expected(40))
+          }).pipe(Effect.provide(layers(d, { spillAfterMs: 300 }))),
+        )
+      })
     },
   )
 })
