@@ -2,9 +2,10 @@
  * One tenant's actor: a fiber with a bounded mailbox of TenantBatches. It fans readings out to
  * live subscribers as they are sent to it (before they wait for an insert), buffers them into
  * inserts by size and time, writes them (and dead letters) to the store with a dedup token
- * derived from their stream positions, retries a failing store without end (the stream holds the
- * data meanwhile), and only then settles the batches' tickets so their shard workers may
- * checkpoint.
+ * derived from their stream positions, and only then settles the batches' tickets so their shard
+ * workers may checkpoint. A store that keeps failing for this tenant (`spill_after_ms`) gets its
+ * batches parked in the spill instead — durable, tokens kept — so the shards, shared with every
+ * other tenant, move on; a second fiber drains the spill, oldest first, once inserts succeed.
  */
 import { createHash } from "node:crypto"
 import { Duration, Effect, Fiber, Option, Queue, Schedule } from "effect"
