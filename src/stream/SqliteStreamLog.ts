@@ -1,22 +1,15 @@
 /**
- * The embedded StreamLog: one SQLite database (WAL) per data directory, one table per shard with
- * the sequence number as its rowid. Concurrent appends are group-committed: every append that
- * arrives while a commit is pending joins it, so one fsync covers them all.
+ * The embedded StreamLog over the tables of `SqliteShards` (one SQLite database, a table per
+ * shard). Concurrent appends are group-committed: every append that arrives while a commit is
+ * pending joins it, so one fsync covers them all. Retention trims by age, never past what every
+ * consumer has processed; the disk budget pushes back with StreamFull.
  */
-import { mkdirSync } from "node:fs"
-import { join } from "node:path"
-import Database from "better-sqlite3"
 import { Duration, Effect, Layer, Schedule } from "effect"
 import { checkpointTable } from "./Checkpoints.js"
-import { evenHashRanges, hashKey, parseSequenceNumber, validateBatch } from "./Shards.js"
+import { hashKey, parseSequenceNumber, validateBatch } from "./Shards.js"
+import * as SqliteShards from "./SqliteShards.js"
 import * as StreamConfig from "./StreamConfig.js"
-import {
-  type AppendError,
-  PositionPastEnd,
-  StreamFull,
-  StreamUnavailable,
-  UnknownShard,
-} from "./StreamError.js"
+import { type AppendError, PositionPastEnd, StreamFull, UnknownShard } from "./StreamError.js"
 import {
   type Appended,
   type AppendRecord,
@@ -29,9 +22,6 @@ import {
   type StreamRecord,
 } from "./StreamLog.js"
 
-/** Kinesis-style shard ids, so logs and checkpoints read the same on both backends. */
-export const shardIdOf = (index: number) => `shardId-${String(index).padStart(12, "0")}`
-
 /** One commit takes at most this many records, bounding how long it holds the event loop. */
 const MAX_RECORDS_PER_COMMIT = 20_000
 
@@ -42,106 +32,25 @@ interface Pending {
   readonly resume: (effect: Effect.Effect<ReadonlyArray<Appended>, AppendError>) => void
 }
 
-interface Row {
-  readonly seq: number
-  readonly pkey: string
-  readonly data: Buffer
-  readonly arrived_at: number
-}
-
-const unavailable = (operation: string) => (cause: unknown) =>
-  new StreamUnavailable({ operation, reason: cause instanceof Error ? cause.message : String(cause) })
+const unavailable = SqliteShards.unavailable
 
 /** Opens (or creates) the embedded log; the scope closes it after the last pending commit. */
 export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
   Effect.gen(function* () {
-    mkdirSync(config.dataDir, { recursive: true })
-    const db = yield* Effect.acquireRelease(
-      Effect.try({
-        try: () => new Database(join(config.dataDir, "stream.sqlite")),
-        catch: unavailable("open"),
-      }),
-      (db) => Effect.sync(() => db.close()),
-    )
-    db.pragma("journal_mode = WAL")
-    db.pragma(`synchronous = ${config.fsync ? "FULL" : "NORMAL"}`)
-    // High-water marks, written only when trimming: otherwise the newest row of each shard table
-    // carries them, so a commit writes nothing but the rows it inserts.
-    db.exec(`CREATE TABLE IF NOT EXISTS shards (
-      shard INTEGER PRIMARY KEY,
-      last_seq INTEGER NOT NULL,
-      last_arrived_at INTEGER NOT NULL
-    )`)
-    // The shard count is fixed when the log is created; a changed setting cannot move records.
-    const existing = (db.prepare("SELECT count(*) AS n FROM shards").get() as { n: number }).n
-    const shardCount = existing > 0 ? existing : config.shardCount
-    if (existing > 0 && existing !== config.shardCount) {
-      yield* Effect.logWarning(
-        `embedded log has ${existing} shards; ignoring shard_count=${config.shardCount} (fixed at creation)`,
-      )
-    }
-    const ranges = evenHashRanges(shardCount)
-    // A new log numbers its records from a time-based offset (µs since the epoch), not from 1, so
-    // a log created anew (a wiped data directory) never reuses a previous log's sequence numbers,
-    // which feed the storage tier's insert dedup tokens.
-    const firstSeq = Date.now() * 1000
-    const initShard = db.prepare(
-      `INSERT OR IGNORE INTO shards (shard, last_seq, last_arrived_at) VALUES (?, ${firstSeq}, 0)`,
-    )
-    for (let i = 0; i < shardCount; i++) {
-      db.exec(`CREATE TABLE IF NOT EXISTS shard_${i} (
-        seq INTEGER PRIMARY KEY,
-        pkey TEXT NOT NULL,
-        data BLOB NOT NULL,
-        arrived_at INTEGER NOT NULL
-      )`)
-      initShard.run(i)
-    }
+    const tables = yield* SqliteShards.open(config)
+    const {
+      db,
+      shardCount,
+      ranges,
+      shardIds,
+      lastSeq,
+      lastArrivedAt,
+      inserts,
+      readAfter,
+      trimThrough,
+      firstSeqAt,
+    } = tables
     const checkpoints = checkpointTable(db)
-    const state = db
-      .prepare("SELECT shard, last_seq, last_arrived_at FROM shards ORDER BY shard")
-      .all() as Array<{
-      shard: number
-      last_seq: number
-      last_arrived_at: number
-    }>
-    const newest = ranges.map(
-      (_, i) =>
-        db.prepare(`SELECT seq, arrived_at FROM shard_${i} ORDER BY seq DESC LIMIT 1`).get() as
-          | { seq: number; arrived_at: number }
-          | undefined,
-    )
-    const lastSeq = state.map((s, i) => Math.max(s.last_seq, newest[i]?.seq ?? 0))
-    const lastArrivedAt = state.map((s, i) => Math.max(s.last_arrived_at, newest[i]?.arrived_at ?? 0))
-    const shardIds = ranges.map((_, i) => shardIdOf(i))
-    const inserts = ranges.map((_, i) =>
-      db.prepare<[number, string, Buffer | Uint8Array, number]>(
-        `INSERT INTO shard_${i} (seq, pkey, data, arrived_at) VALUES (?, ?, ?, ?)`,
-      ),
-    )
-    const saveHighWater = db.prepare<[number, number, number]>(
-      "UPDATE shards SET last_seq = ?, last_arrived_at = ? WHERE shard = ?",
-    )
-    const bytesOf = (i: number, where: string) =>
-      db.prepare<[number], { bytes: number | null }>(
-        `SELECT sum(length(data) + length(CAST(pkey AS BLOB))) AS bytes FROM shard_${i} WHERE ${where}`,
-      )
-    const bytesThrough = ranges.map((_, i) => bytesOf(i, "seq <= ?"))
-    const deleteThrough = ranges.map((_, i) => db.prepare<[number]>(`DELETE FROM shard_${i} WHERE seq <= ?`))
-    const firstAtOrAfter = ranges.map((_, i) =>
-      db.prepare<[number], { seq: number; arrived_at: number }>(
-        `SELECT seq, arrived_at FROM shard_${i} WHERE seq >= ? ORDER BY seq LIMIT 1`,
-      ),
-    )
-    const readAfter = ranges.map((_, i) =>
-      db.prepare<[number, number], Row>(
-        `SELECT seq, pkey, data, arrived_at FROM shard_${i} WHERE seq > ? ORDER BY seq LIMIT ?`,
-      ),
-    )
-    let retainedBytes = ranges.reduce(
-      (sum, _, i) => sum + (bytesThrough[i]!.get(Number.MAX_SAFE_INTEGER)?.bytes ?? 0),
-      0,
-    )
 
     // --- group commit ---------------------------------------------------------------------
     let queue: Array<Pending> = []
@@ -194,7 +103,7 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
         }
         const error = unavailable("append")(cause)
         for (const job of jobs) {
-          retainedBytes -= job.bytes
+          tables.retainedBytes -= job.bytes
           job.resume(Effect.fail(error))
         }
         return
@@ -210,36 +119,6 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
     }
 
     // --- retention and the disk budget -------------------------------------------------------
-    /** Deletes records up to `seq` in a shard, returning the bytes freed. */
-    const trimThrough = (shard: number, seq: number): number => {
-      const bytes = bytesThrough[shard]!.get(seq)?.bytes ?? 0
-      if (bytes > 0) {
-        // The rows about to go may hold the high-water mark; keep it so sequence numbers never repeat.
-        saveHighWater.run(lastSeq[shard]!, lastArrivedAt[shard]!, shard)
-        deleteThrough[shard]!.run(seq)
-      }
-      retainedBytes -= bytes
-      return bytes
-    }
-    /** The first retained seq whose arrival is at or after `at`, or undefined if none. */
-    const firstSeqAt = (shard: number, at: number): number | undefined => {
-      let lo = 1
-      let hi = lastSeq[shard]!
-      let found: number | undefined
-      while (lo <= hi) {
-        const mid = Math.floor((lo + hi) / 2)
-        const row = firstAtOrAfter[shard]!.get(mid)
-        if (row === undefined) {
-          hi = mid - 1
-        } else if (row.arrived_at >= at) {
-          found = row.seq
-          hi = mid - 1
-        } else {
-          lo = row.seq + 1
-        }
-      }
-      return found
-    }
     /**
      * The highest sequence number every consumer has processed in a shard: 0 when some known
      * consumer (one with a checkpoint in any shard) has none here yet, Infinity when the log has
@@ -332,24 +211,24 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
             bytes += r.data.byteLength + Buffer.byteLength(r.partitionKey, "utf8")
             return shardOfKey(r.partitionKey)
           })
-          if (retainedBytes + bytes > config.maxBytes) {
+          if (tables.retainedBytes + bytes > config.maxBytes) {
             try {
               reclaimConsumed()
             } catch (cause) {
               return resume(Effect.fail(unavailable("reclaim")(cause)))
             }
-            if (retainedBytes + bytes > config.maxBytes) {
+            if (tables.retainedBytes + bytes > config.maxBytes) {
               return resume(
                 Effect.fail(
                   new StreamFull({
-                    reason: `embedded log holds ${retainedBytes} of ${config.maxBytes} bytes of unconsumed records`,
+                    reason: `embedded log holds ${tables.retainedBytes} of ${config.maxBytes} bytes of unconsumed records`,
                     retryAfterMs: 1000,
                   }),
                 ),
               )
             }
           }
-          retainedBytes += bytes
+          tables.retainedBytes += bytes
           queue.push({ records, shards, bytes, resume })
           schedule()
         }),
