@@ -81,6 +81,17 @@ export const locateJsonSyntaxError = (text: string): JsonSyntaxError | undefined
       }
     }
   }
+  /** A member's `"name":`, leaving `i` at its value. */
+  const memberName = (expected: string): Failed | undefined => {
+    if (text.charCodeAt(i) !== 0x22) return fail(expected)
+    const bad = string()
+    if (bad) return bad
+    skipWhitespace()
+    if (text.charCodeAt(i) !== 0x3a) return fail("':' after the property name")
+    i++
+    skipWhitespace()
+    return undefined
+  }
   const number = (): Failed | undefined => {
     if (text.charCodeAt(i) === 0x2d) i++
     if (text.charCodeAt(i) === 0x30) i++
@@ -124,13 +135,8 @@ export const locateJsonSyntaxError = (text: string): JsonSyntaxError | undefined
           i++
         } else {
           stack.push(OBJECT)
-          if (text.charCodeAt(i) !== 0x22) return fail("a property name in double quotes or '}'")
-          bad = string()
+          bad = memberName("a property name in double quotes or '}'")
           if (bad) return bad
-          skipWhitespace()
-          if (text.charCodeAt(i) !== 0x3a) return fail("':' after the property name")
-          i++
-          skipWhitespace()
           continue
         }
       } else if (c === 0x5b) {
@@ -160,13 +166,8 @@ export const locateJsonSyntaxError = (text: string): JsonSyntaxError | undefined
           i++
           skipWhitespace()
           if (top === OBJECT) {
-            if (text.charCodeAt(i) !== 0x22) return fail("a property name in double quotes")
-            bad = string()
+            bad = memberName("a property name in double quotes")
             if (bad) return bad
-            skipWhitespace()
-            if (text.charCodeAt(i) !== 0x3a) return fail("':' after the property name")
-            i++
-            skipWhitespace()
           }
           break
         }
