@@ -1,57 +1,17 @@
 /**
- * `npm start`: the embedded platform, every tier in one process. Wiring only: the tiers' layers,
- * stacked so that shutdown (SIGINT/SIGTERM) unwinds them in order — not ready, ingress stops
- * accepting, the processor drains and checkpoints, then the stream and the store close.
+ * `sluice`: picks what this process is and launches it. Wiring only.
+ *
+ * - no `--role` (`npm start`): the supervisor, which runs the roles as child processes;
+ * - `--role a,b` or `--single-process`: those roles (all of them) in this process, each role's
+ *   composition in `src/roles`, imported only when the role runs. They stack so that shutdown
+ *   (SIGINT/SIGTERM) unwinds them in order: ingress stops accepting, the processor drains and
+ *   checkpoints, serving closes, then the stream and the store.
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { Config, Effect, Layer } from "effect"
-import * as LiveFeed from "./actors/LiveFeed.js"
-import * as Processor from "./actors/Processor.js"
-import * as MqttBroker from "./ingress/MqttBroker.js"
-import * as Metrics from "./observability/Metrics.js"
+import cluster from "node:cluster"
+import { readFileSync } from "node:fs"
+import { Layer } from "effect"
+import type { Role } from "./observability/Health.js"
 import * as Cli from "./platform/Cli.js"
-import * as Welcome from "./platform/Welcome.js"
-import * as HttpServer from "./serving/HttpServer.js"
-import * as Readiness from "./serving/Readiness.js"
-import * as ClickHouseTelemetryStore from "./storage/ClickHouseTelemetryStore.js"
-import * as KinesisStreamLog from "./stream/KinesisStreamLog.js"
-import * as SqliteStreamLog from "./stream/SqliteStreamLog.js"
-import * as StreamConfig from "./stream/StreamConfig.js"
-import * as ConfigFile from "./tenancy/ConfigFile.js"
-import * as Tenancy from "./tenancy/Tenancy.js"
-
-const configFile = Config.string("config_file").pipe(
-  Config.withDefault("config/demo.yaml"),
-  Config.nested("sluice"),
-)
-
-const TenancyLive = Layer.unwrapEffect(
-  Effect.map(Effect.flatMap(configFile, ConfigFile.load), (config) =>
-    Layer.merge(Tenancy.layer(config), Welcome.layer(config)),
-  ),
-)
-
-const StreamLive = Layer.unwrapEffect(
-  Effect.map(StreamConfig.backend, (backend) =>
-    backend === "kinesis" ? KinesisStreamLog.layer : SqliteStreamLog.layer,
-  ),
-)
-
-const Infrastructure = Layer.mergeAll(
-  StreamLive,
-  ClickHouseTelemetryStore.layer,
-  TenancyLive,
-  LiveFeed.layer,
-  Metrics.layer,
-  Readiness.layer,
-)
-
-export const Main = Readiness.markReadyWhileAlive.pipe(
-  Layer.provide(Welcome.announce),
-  Layer.provide(Layer.mergeAll(MqttBroker.layer, HttpServer.layer)),
-  Layer.provide(Processor.layer),
-  Layer.provideMerge(Infrastructure),
-)
 
 const cli = (() => {
   try {
@@ -65,15 +25,56 @@ if (cli.help) {
   console.log(Cli.usage)
   process.exit(0)
 }
+if (cli.version) {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string
+  }
+  console.log(`sluice ${pkg.version}`)
+  process.exit(0)
+}
 
-Layer.launch(Main).pipe(
-  Effect.withConfigProvider(cli.provider),
-  // A bad configuration file is the user's to fix: say exactly what is wrong, no stack trace.
-  Effect.catchTag("ConfigFileError", (error) =>
-    Effect.sync(() => {
-      console.error(`sluice: refusing to start\n${error.message}`)
-      process.exitCode = 1
-    }),
-  ),
-  NodeRuntime.runMain({ disablePrettyLogger: true }),
-)
+/** Each role's composition, loaded only if this process runs it. */
+const roleLayer = async (
+  role: Role,
+  roles: ReadonlyArray<Role>,
+): Promise<Layer.Layer<never, unknown, never>> => {
+  switch (role) {
+    case "ingress":
+      return (await import("./roles/Ingress.js")).layer as Layer.Layer<never, unknown, never>
+    case "processor":
+      return (await import("./roles/Processor.js")).layer({
+        healthListener: !roles.includes("serving") && !roles.includes("ingress"),
+      }) as Layer.Layer<never, unknown, never>
+    case "serving":
+      return (await import("./roles/Serving.js")).layer({
+        withProcessor: roles.includes("processor"),
+      }) as Layer.Layer<never, unknown, never>
+  }
+}
+
+/** Serving first, ingress last: released in reverse, ingress stops first and serving last. */
+const startOrder: ReadonlyArray<Role> = ["serving", "processor", "ingress"]
+
+const launchRoles = async (roles: ReadonlyArray<Role>) => {
+  const Infrastructure = await import("./roles/Infrastructure.js")
+  const Process = await import("./platform/Process.js")
+  let stack: Layer.Layer<never, unknown, never> = Layer.empty
+  for (const role of startOrder.filter((r) => roles.includes(r))) {
+    stack = (await roleLayer(role, roles)).pipe(Layer.provide(stack))
+  }
+  const main = Process.announce(roles).pipe(
+    Layer.provide(stack),
+    Layer.provide(Infrastructure.layer(roles)),
+  ) as Layer.Layer<never, unknown, never>
+  Process.run(Layer.launch(main), cli.provider)
+}
+
+if (cli.mode._tag === "Supervisor" && cluster.isPrimary) {
+  const Supervisor = await import("./platform/Supervisor.js")
+  Supervisor.run(cli.provider)
+} else if (cli.mode._tag === "Roles") {
+  await launchRoles(cli.mode.roles)
+} else {
+  console.error("sluice: a supervised child needs --role")
+  process.exit(2)
+}

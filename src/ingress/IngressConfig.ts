@@ -19,13 +19,34 @@ export interface IngressConfig {
   readonly mqttHost: string
   /** TCP port of the embedded MQTT broker (SLUICE_INGRESS_MQTT_PORT). Default 1883; 0 picks a free port. */
   readonly mqttPort: number
+  /** Interface the HTTP ingest listener binds (SLUICE_INGRESS_HTTP_HOST). Default `0.0.0.0`. */
+  readonly httpHost: string
+  /**
+   * TCP port of the HTTP ingest listener, `POST /v1/telemetry` (SLUICE_INGRESS_HTTP_PORT). Default
+   * 8081: devices post here, applications read from the serving port (8080). 0 picks a free port.
+   */
+  readonly httpPort: number
   /**
    * Largest accepted message payload, MQTT and HTTP alike (SLUICE_INGRESS_MAX_PAYLOAD_BYTES).
    * Default 256 KiB; at most 1 MiB minus 4 KiB (the stream's per-record limit less the envelope).
    */
   readonly maxPayloadBytes: number
-  /** Most concurrent MQTT connections; more are refused at accept (SLUICE_INGRESS_MQTT_MAX_CONNECTIONS). Default 10,000. */
+  /**
+   * Most concurrent MQTT connections on this machine, all ingress workers together; more are refused
+   * at accept (SLUICE_INGRESS_MQTT_MAX_CONNECTIONS). Default 10,000. Each worker takes its share,
+   * lowered where the fd limit leaves less (`ConnectionLimit.derive`).
+   */
   readonly mqttMaxConnections: number
+  /**
+   * Ingress worker processes sharing the MQTT and HTTP ports on this machine
+   * (SLUICE_INGRESS_WORKERS); they split `mqtt_max_connections`. Default 1.
+   */
+  readonly workers: number
+  /**
+   * Most concurrent connections on the ingress HTTP listener (SLUICE_INGRESS_HTTP_MAX_CONNECTIONS).
+   * Default 1024. Its descriptors are kept from MQTT, so devices cannot starve HTTP of them.
+   */
+  readonly httpMaxConnections: number
   /** How long a new connection may take to send CONNECT (SLUICE_INGRESS_MQTT_CONNECT_TIMEOUT_MS). Default 10 s. */
   readonly mqttConnectTimeoutMs: number
   /**
@@ -68,6 +89,13 @@ export const config: Config.Config<IngressConfig> = Config.all({
       Config.validate({ message: "must be between 0 and 65535", validation: (n) => n >= 0 && n <= 65535 }),
     ),
   ),
+  httpHost: key(Config.string("http_host").pipe(Config.withDefault("0.0.0.0"))),
+  httpPort: key(
+    Config.integer("http_port").pipe(
+      Config.withDefault(8081),
+      Config.validate({ message: "must be between 0 and 65535", validation: (n) => n >= 0 && n <= 65535 }),
+    ),
+  ),
   maxPayloadBytes: key(
     Config.integer("max_payload_bytes").pipe(
       Config.withDefault(256 * 1024),
@@ -80,6 +108,8 @@ export const config: Config.Config<IngressConfig> = Config.all({
   mqttMaxConnections: key(
     Config.integer("mqtt_max_connections").pipe(Config.withDefault(10_000), atLeast(1)),
   ),
+  workers: key(Config.integer("workers").pipe(Config.withDefault(1), atLeast(1))),
+  httpMaxConnections: key(Config.integer("http_max_connections").pipe(Config.withDefault(1024), atLeast(1))),
   mqttConnectTimeoutMs: key(
     Config.integer("mqtt_connect_timeout_ms").pipe(Config.withDefault(10_000), atLeast(1)),
   ),
@@ -99,8 +129,12 @@ export const config: Config.Config<IngressConfig> = Config.all({
 export const defaults: IngressConfig = {
   mqttHost: "0.0.0.0",
   mqttPort: 1883,
+  httpHost: "0.0.0.0",
+  httpPort: 8081,
   maxPayloadBytes: 256 * 1024,
   mqttMaxConnections: 10_000,
+  workers: 1,
+  httpMaxConnections: 1024,
   mqttConnectTimeoutMs: 10_000,
   mqttDrainTimeoutMs: 30_000,
   httpMaxInFlight: 1024,

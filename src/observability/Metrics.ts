@@ -11,6 +11,11 @@ export interface MetricsApi {
   readonly ingested: Counter<"transport">
   /** Messages refused by ingress, by transport and reason (auth, forbidden, malformed, too_large, pushback, unavailable). */
   readonly refused: Counter<"transport" | "reason">
+  /**
+   * Connections a listener closed at accept, by listener (mqtt, http, …) and reason (limit,
+   * fd_exhausted, accept_error); see `src/ingress/ConnectionLimit.ts`.
+   */
+  readonly refusedConnections: Counter<"listener" | "reason">
   /** Messages held back (MQTT: PUBACK delayed) because their tenant is over its ingest quota. */
   readonly throttled: Counter<"transport">
   /** How far each shard's consumer is behind the newest record, ms. */
@@ -30,8 +35,13 @@ export interface MetricsApi {
 
 export class Metrics extends Context.Tag("sluice/Metrics")<Metrics, MetricsApi>() {}
 
-export const make = (): MetricsApi => {
+/**
+ * A registry whose every series carries `labels` (a process carries its roles, e.g.
+ * `role="processor+serving"`, so the series of the processes of one machine stay apart).
+ */
+export const make = (labels: Record<string, string> = {}): MetricsApi => {
   const registry = new Registry()
+  registry.setDefaultLabels(labels)
   // Process metrics too: CPU, memory, GC, and event-loop lag (the first suspect for latency).
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 10 })
   const registers = [registry]
@@ -47,6 +57,12 @@ export const make = (): MetricsApi => {
       name: "sluice_refused_messages_total",
       help: "Messages refused by ingress",
       labelNames: ["transport", "reason"],
+      registers,
+    }),
+    refusedConnections: new Counter({
+      name: "sluice_refused_connections_total",
+      help: "Connections a listener closed at accept: at its connection limit, or on accept errors",
+      labelNames: ["listener", "reason"],
       registers,
     }),
     throttled: new Counter({
@@ -92,7 +108,11 @@ export const make = (): MetricsApi => {
 }
 
 /** A fresh registry per layer build, so tests and restarts never share counters. */
-export const layer = Layer.sync(Metrics, make)
+export const layer = Layer.sync(Metrics, () => make())
+
+/** The registry of a process running `roles`: every series labelled `role="a+b"`. */
+export const layerForRoles = (roles: ReadonlyArray<string>) =>
+  Layer.sync(Metrics, () => make({ role: roles.join("+") }))
 
 /** The Prometheus exposition text. */
 export const render = Effect.flatMap(Metrics, (m) => Effect.promise(() => m.registry.metrics()))

@@ -1,26 +1,58 @@
 /**
  * Command-line flags of `sluice` (node:util parseArgs). Flags are a thin layer over the Effect
  * Config keys: each one sets the key it names, above the environment, so every setting has one
- * name and one default (in the tier's config module).
+ * name and one default (in the tier's config module). `--role`, `--single-process` and the
+ * informational flags decide what this process is.
  */
 import { parseArgs } from "node:util"
 import { ConfigProvider } from "effect"
+import { ROLES, type Role } from "../observability/Health.js"
 
-export const usage = `usage: sluice [--config FILE] [--data-dir DIR] [--mqtt-port N] [--http-port N] [--host ADDR]
+export const usage = `usage: sluice [--role ROLES | --single-process] [--config FILE] [--data-dir DIR]
+              [--mqtt-port N] [--ingress-http-port N] [--http-port N] [--host ADDR] [--ingress-workers N]
 
-  --config FILE     platform configuration (YAML or JSON; default: config/demo.yaml), env SLUICE_CONFIG_FILE
-  --data-dir DIR    where the embedded log and chDB keep their files (default ./data), env SLUICE_DATA_DIR
-  --mqtt-port N     embedded MQTT broker port (default 1883), env SLUICE_INGRESS_MQTT_PORT
-  --http-port N     HTTP API / WebSocket port (default 8080), env SLUICE_HTTP_PORT
-  --host ADDR       interface for both listeners (default 0.0.0.0)
+  (no --role)            run every role, each tier in its own child process under a supervisor
+                         that restarts a child that dies and shuts down in order (the default)
+  --role ROLES           run these roles in this process: any of ingress, processor, serving,
+                         comma-separated (e.g. --role processor,serving)
+  --single-process       run every role in this one process (debugging, tests)
+  --ingress-workers N    ingress processes sharing the MQTT and HTTP ingest ports (default 1),
+                         env SLUICE_INGRESS_WORKERS
+  --config FILE          platform configuration (YAML or JSON; default: config/demo.yaml), env SLUICE_CONFIG_FILE
+  --data-dir DIR         where the embedded log and chDB keep their files (default ./data), env SLUICE_DATA_DIR
+  --mqtt-port N          ingress: embedded MQTT broker port (default 1883), env SLUICE_INGRESS_MQTT_PORT
+  --ingress-http-port N  ingress: HTTP ingest port, POST /v1/telemetry (default 8081), env SLUICE_INGRESS_HTTP_PORT
+  --http-port N          serving: HTTP API / WebSocket port (default 8080), env SLUICE_HTTP_PORT
+  --host ADDR            interface for every listener (default 0.0.0.0)
+  --version              print the version
+  -h, --help             print this
 
 Every other setting is an environment variable; see docs/operations.md.`
 
+/** What this process runs. */
+export type Mode =
+  /** `npm start`: a supervisor of child processes, one per tier. */
+  | { readonly _tag: "Supervisor" }
+  /** These roles, in this process. */
+  | { readonly _tag: "Roles"; readonly roles: ReadonlyArray<Role> }
+
 export interface Cli {
   readonly help: boolean
-  readonly configFile: string | undefined
+  readonly version: boolean
+  readonly mode: Mode
   /** Config provider: the flags first, then the environment (SLUICE_*). */
   readonly provider: ConfigProvider.ConfigProvider
+}
+
+/** Parses `--role a,b`, in the fixed order serving, processor, ingress are started in. */
+const parseRoles = (text: string): ReadonlyArray<Role> => {
+  const asked = text.split(",").map((r) => r.trim())
+  for (const role of asked) {
+    if (!(ROLES as ReadonlyArray<string>).includes(role)) {
+      throw new TypeError(`--role: unknown role ${JSON.stringify(role)}; expected any of ${ROLES.join(", ")}`)
+    }
+  }
+  return ROLES.filter((role) => asked.includes(role))
 }
 
 /** Parses argv; throws a TypeError naming the bad flag, which main prints with the usage. */
@@ -29,15 +61,23 @@ export const parse = (argv: ReadonlyArray<string>): Cli => {
     args: [...argv],
     options: {
       help: { type: "boolean", short: "h", default: false },
+      version: { type: "boolean", default: false },
+      role: { type: "string" },
+      "single-process": { type: "boolean", default: false },
+      "ingress-workers": { type: "string" },
       config: { type: "string" },
       "data-dir": { type: "string" },
       "mqtt-port": { type: "string" },
+      "ingress-http-port": { type: "string" },
       "http-port": { type: "string" },
       host: { type: "string" },
     },
     strict: true,
     allowPositionals: false,
   })
+  if (values.role !== undefined && values["single-process"] === true) {
+    throw new TypeError("--role and --single-process exclude each other")
+  }
   const flags: Record<string, unknown> = {}
   const set = (group: string | undefined, key: string, value: string | undefined) => {
     if (value === undefined) return
@@ -51,12 +91,22 @@ export const parse = (argv: ReadonlyArray<string>): Cli => {
   set(undefined, "config_file", values.config)
   set("ingress", "mqtt_port", values["mqtt-port"])
   set("ingress", "mqtt_host", values.host)
+  set("ingress", "http_port", values["ingress-http-port"])
+  set("ingress", "http_host", values.host)
+  set("ingress", "workers", values["ingress-workers"])
   set("http", "port", values["http-port"])
   set("http", "host", values.host)
   const env = ConfigProvider.fromEnv().pipe(ConfigProvider.constantCase)
+  const mode: Mode =
+    values.role !== undefined
+      ? { _tag: "Roles", roles: parseRoles(values.role) }
+      : values["single-process"] === true
+        ? { _tag: "Roles", roles: ROLES }
+        : { _tag: "Supervisor" }
   return {
     help: values.help === true,
-    configFile: values.config,
+    version: values.version === true,
+    mode,
     provider: ConfigProvider.fromJson({ sluice: flags }).pipe(ConfigProvider.orElse(() => env)),
   }
 }

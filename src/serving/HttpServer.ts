@@ -1,7 +1,7 @@
 /**
- * The HTTP server of the process: the REST API, the WebSocket live feed, HTTP ingest
- * (`POST /v1/telemetry`, handled by ingress), /metrics, /healthz, /readyz, /openapi.json and the
- * API reference at /docs, all on one port.
+ * The serving role's HTTP listener: the REST API, the WebSocket live feed, /metrics, /healthz,
+ * /readyz, /openapi.json and the API reference at /docs, on one port (SLUICE_HTTP_PORT, default
+ * 8080). Device ingest is the ingress role's listener, not this one.
  */
 import { createServer } from "node:http"
 import {
@@ -12,10 +12,7 @@ import {
   type HttpServerRequest,
 } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Config, Effect, Layer } from "effect"
-import * as HttpIngress from "../ingress/HttpIngress.js"
-import * as IngressConfig from "../ingress/IngressConfig.js"
-import { Api } from "./Api.js"
+import { Effect, Layer } from "effect"
 import { ApiLive } from "./Http.js"
 import * as ServingConfig from "./ServingConfig.js"
 
@@ -24,8 +21,6 @@ export interface HttpServerOptions {
   readonly host: string
   /** Port to bind; 0 picks a free one. */
   readonly port: number
-  /** Settings of the ingest endpoint (body limit, in-flight limit, batching); default `IngressConfig.defaults`. */
-  readonly ingress?: IngressConfig.IngressConfig | undefined
 }
 
 /**
@@ -37,23 +32,21 @@ const keyInUrl = (request: HttpServerRequest.HttpServerRequest) => /[?&]api(_|%5
 
 /**
  * Serves the API on `host:port`. Outputs `HttpServer.HttpServer` (its `address` tells the port
- * when 0 was asked). Requires TelemetryStore, Tenancy, LiveFeed, Metrics, Readiness, and
- * StreamLog (for ingest).
+ * when 0 was asked). Requires TelemetryStore, Tenancy, LiveFeed, Metrics, Health. `Layer.fresh`:
+ * the HttpApi router is a shared layer, so without it a process that also runs ingress would
+ * mount both APIs on both listeners.
  */
 export const layerWith = (options: HttpServerOptions) =>
-  HttpApiBuilder.serve().pipe(
-    Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
-    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
-    Layer.provide(ApiLive),
-    Layer.provide(HttpIngress.layerWith(Api, options.ingress ?? IngressConfig.defaults)),
-    HttpServer.withLogAddress,
-    HttpMiddleware.withTracerDisabledWhen(keyInUrl),
-    Layer.provideMerge(NodeHttpServer.layer(createServer, { host: options.host, port: options.port })),
+  Layer.fresh(
+    HttpApiBuilder.serve().pipe(
+      Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
+      Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
+      Layer.provide(ApiLive),
+      HttpServer.withLogAddress,
+      HttpMiddleware.withTracerDisabledWhen(keyInUrl),
+      Layer.provideMerge(NodeHttpServer.layer(createServer, { host: options.host, port: options.port })),
+    ),
   )
 
-/** Serves the API on SLUICE_HTTP_HOST:SLUICE_HTTP_PORT (default 0.0.0.0:8080), ingest set by SLUICE_INGRESS_*. */
-export const layer = Layer.unwrapEffect(
-  Effect.map(Config.all({ http: ServingConfig.http, ingress: IngressConfig.config }), ({ http, ingress }) =>
-    layerWith({ ...http, ingress }),
-  ),
-)
+/** Serves the API on SLUICE_HTTP_HOST:SLUICE_HTTP_PORT (default 0.0.0.0:8080). */
+export const layer = Layer.unwrapEffect(Effect.map(ServingConfig.http, layerWith))

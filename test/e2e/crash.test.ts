@@ -1,6 +1,7 @@
 /**
- * Guarantee 1, end to end: the platform process is killed with SIGKILL while devices publish
- * over MQTT QoS 1; after a restart every acknowledged message is stored exactly once.
+ * Guarantee 1, end to end: every process of the platform (supervisor and children) is killed
+ * with SIGKILL at once while devices publish over MQTT QoS 1; after a restart every acknowledged
+ * message is stored exactly once.
  */
 import mqtt from "mqtt"
 import { describe, expect, it } from "vitest"
@@ -81,10 +82,9 @@ describe("the platform under SIGKILL", () => {
     expect(acked.size).toBe(final)
     expect(acked.size).toBeGreaterThanOrEqual(1500)
 
-    const url = new URL(first.mqttUrl)
     const second = await startPlatform({
       dataDir: first.dataDir,
-      ports: { mqtt: Number(url.port), http: Number(new URL(first.httpUrl).port) },
+      ports: first.ports,
     })
     try {
       for (const [deviceId] of DEVICES) {

@@ -62,7 +62,7 @@ describe("the platform, end to end", () => {
     )
     await client.endAsync()
     for (let i = 0; i < 20; i++) {
-      const response = await fetch(`${platform.httpUrl}/v1/telemetry`, {
+      const response = await fetch(`${platform.ingestUrl}/v1/telemetry`, {
         method: "POST",
         headers: { authorization: "Bearer thermo-2-secret", "content-type": "application/json" },
         body: JSON.stringify(thermo(i)),
@@ -94,7 +94,7 @@ describe("the platform, end to end", () => {
     client.publish("devices/thermo-2/telemetry", JSON.stringify(thermo(9999)), { qos: 1 })
     await closed
     client.end(true)
-    const bad = await fetch(`${platform.httpUrl}/v1/telemetry`, {
+    const bad = await fetch(`${platform.ingestUrl}/v1/telemetry`, {
       method: "POST",
       headers: { authorization: "Bearer not-a-credential" },
       body: JSON.stringify(thermo(1)),

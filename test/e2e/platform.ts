@@ -1,6 +1,8 @@
 /**
  * Runs the real platform (`src/main.ts`) as a separate process on free loopback ports with its
- * own data directory, for end-to-end tests that talk to it only through real clients.
+ * own data directory, for end-to-end tests that talk to it only through real clients. By default
+ * it is what `npm start` runs: the supervisor with its child processes; `args` can ask for
+ * `--single-process` or roles.
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync } from "node:fs"
@@ -11,18 +13,40 @@ import { fileURLToPath } from "node:url"
 
 const root = fileURLToPath(new URL("../..", import.meta.url))
 
+export interface Ports {
+  readonly mqtt: number
+  /** The ingress role's HTTP ingest listener. */
+  readonly ingest: number
+  /** The serving API. */
+  readonly http: number
+}
+
+/** A supervised child as /healthz reports it. */
+export interface ChildState {
+  readonly name: string
+  readonly pid: number | null
+  readonly state: string
+  readonly restarts: number
+}
+
 export interface Platform {
+  readonly ports: Ports
   readonly mqttUrl: string
+  /** The serving API. */
   readonly httpUrl: string
+  /** The HTTP ingest listener (`POST /v1/telemetry`). */
+  readonly ingestUrl: string
+  /** The top process's pid (the supervisor by default). */
+  readonly pid: number
   readonly dataDir: string
   readonly output: () => string
-  /** SIGKILL: no shutdown code runs. */
+  /** SIGKILL to every process of the platform at once (its process group), like a power cut. */
   readonly kill: () => Promise<void>
   /** SIGTERM and wait for a graceful exit; returns the exit code. */
   readonly stop: () => Promise<number | null>
 }
 
-const freePort = () =>
+export const freePort = () =>
   new Promise<number>((resolve, reject) => {
     const server = net.createServer()
     server.once("error", reject)
@@ -40,10 +64,16 @@ const exited = (child: ChildProcess) =>
 
 /** Starts the platform and resolves once /readyz answers 200 (bounded: 60 s). */
 export const startPlatform = async (
-  options: { dataDir?: string; ports?: { mqtt: number; http: number }; env?: Record<string, string> } = {},
+  options: {
+    dataDir?: string
+    ports?: Ports
+    env?: Record<string, string>
+    /** Extra flags, e.g. `["--single-process"]` or `["--ingress-workers", "2"]`. */
+    args?: ReadonlyArray<string>
+  } = {},
 ): Promise<Platform> => {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "sluice-e2e-"))
-  const ports = options.ports ?? { mqtt: await freePort(), http: await freePort() }
+  const ports = options.ports ?? { mqtt: await freePort(), ingest: await freePort(), http: await freePort() }
   const child = spawn(
     process.execPath,
     [
@@ -56,8 +86,11 @@ export const startPlatform = async (
       "127.0.0.1",
       "--mqtt-port",
       String(ports.mqtt),
+      "--ingress-http-port",
+      String(ports.ingest),
       "--http-port",
       String(ports.http),
+      ...(options.args ?? []),
     ],
     {
       cwd: root,
@@ -68,6 +101,8 @@ export const startPlatform = async (
         ...options.env,
       },
       stdio: ["ignore", "pipe", "pipe"],
+      // Its own process group, so `kill` can take the supervisor and its children down together.
+      detached: true,
     },
   )
   let output = ""
@@ -77,14 +112,11 @@ export const startPlatform = async (
   child.stdout!.on("data", keep)
   child.stderr!.on("data", keep)
   const httpUrl = `http://127.0.0.1:${ports.http}`
+  const ingestUrl = `http://127.0.0.1:${ports.ingest}`
   const deadline = Date.now() + 60_000
   for (;;) {
     if (child.exitCode !== null) throw new Error(`platform exited with ${child.exitCode}:\n${output}`)
-    const ready = await fetch(`${httpUrl}/readyz`).then(
-      (r) => r.status === 200,
-      () => false,
-    )
-    if (ready) break
+    if ((await isReady(httpUrl)) && (await isReady(ingestUrl))) break
     if (Date.now() > deadline) {
       child.kill("SIGKILL")
       throw new Error(`platform not ready after 60 s:\n${output}`)
@@ -92,13 +124,18 @@ export const startPlatform = async (
     await new Promise((r) => setTimeout(r, 100))
   }
   return {
+    ports,
     mqttUrl: `mqtt://127.0.0.1:${ports.mqtt}`,
     httpUrl,
+    ingestUrl,
+    pid: child.pid!,
     dataDir,
     output: () => output,
     kill: async () => {
-      child.kill("SIGKILL")
+      process.kill(-child.pid!, "SIGKILL")
       await exited(child)
+      // The children die with the group; give the kernel a moment to release their ports and locks.
+      await new Promise((r) => setTimeout(r, 200))
     },
     stop: async () => {
       child.kill("SIGTERM")
@@ -108,6 +145,29 @@ export const startPlatform = async (
       return code
     },
   }
+}
+
+/** True when the listener's /readyz answers 200. */
+export const isReady = (url: string) =>
+  fetch(`${url}/readyz`).then(
+    (r) => r.status === 200,
+    () => false,
+  )
+
+/** The supervisor's children, as /healthz of the serving process reports them. */
+export const children = async (platform: Platform): Promise<ReadonlyArray<ChildState>> => {
+  const response = await fetch(`${platform.httpUrl}/healthz`)
+  const body = (await response.json()) as { supervisor?: { children: ReadonlyArray<ChildState> } }
+  return body.supervisor?.children ?? []
+}
+
+/** The pid of a child, read from /healthz of the listener at `url` (`ingress` is on `ingestUrl`). */
+export const childPid = async (url: string, name: string): Promise<number> => {
+  const response = await fetch(`${url}/healthz`)
+  const body = (await response.json()) as { supervisor?: { children: ReadonlyArray<ChildState> } }
+  const child = body.supervisor?.children.find((c) => c.name === name)
+  if (child?.pid == null) throw new Error(`no running child ${name}: ${JSON.stringify(body)}`)
+  return child.pid
 }
 
 export const DEMO_KEY = "demo-api-key-0123456789"

@@ -9,9 +9,9 @@ import { join } from "node:path"
 import { HttpServer } from "@effect/platform"
 import { Effect, Layer } from "effect"
 import * as LiveFeed from "../../src/actors/LiveFeed.js"
+import * as Health from "../../src/observability/Health.js"
 import * as Metrics from "../../src/observability/Metrics.js"
 import * as HttpServing from "../../src/serving/HttpServer.js"
-import * as Readiness from "../../src/serving/Readiness.js"
 import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
 import type { TelemetryRow } from "../../src/storage/TelemetryStore.js"
 import * as SqliteStreamLog from "../../src/stream/SqliteStreamLog.js"
@@ -78,7 +78,7 @@ export const dependencies = Layer.mergeAll(
   Tenancy.layer(platform),
   LiveFeed.layer,
   Metrics.layer,
-  Readiness.layerReady,
+  Health.layerReady(["serving"]),
 )
 
 /** The server on 127.0.0.1 and a free port, over `dependencies`. */

@@ -1,26 +1,50 @@
 /** Probes, metrics, the OpenAPI document and the docs page, over real HTTP. */
 import { expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
+import { Health } from "../../src/observability/Health.js"
 import { Metrics } from "../../src/observability/Metrics.js"
-import { Readiness } from "../../src/serving/Readiness.js"
 import { get, TestServing } from "./harness.js"
 
 layer(TestServing, { timeout: 120_000 })("serving health, metrics and docs", (it) => {
-  it.effect("answers /healthz, and /readyz 200 only while ready and the store answers", () =>
-    Effect.gen(function* () {
-      const health = yield* get("/healthz")
-      expect(health.status).toBe(200)
-      expect(health.json).toEqual({ status: "ok" })
-      expect((yield* get("/readyz")).json).toEqual({ status: "ready" })
-      const readiness = yield* Readiness
-      yield* readiness.set(false)
-      const draining = yield* get("/readyz")
-      expect(draining.status).toBe(503)
-      expect(draining.json).toEqual({ _tag: "NotReady", message: "starting or shutting down" })
-      expect((yield* get("/healthz")).status).toBe(200)
-      yield* readiness.set(true)
-      expect((yield* get("/readyz")).status).toBe(200)
-    }),
+  it.effect(
+    "answers /healthz with its roles, and /readyz 200 only while every role is ready and probed",
+    () =>
+      Effect.gen(function* () {
+        const liveness = yield* get("/healthz")
+        expect(liveness.status).toBe(200)
+        expect(liveness.json).toEqual({ status: "ok", pid: process.pid, roles: ["serving"] })
+        expect((yield* get("/readyz")).json).toEqual({ status: "ready", roles: { serving: { ready: true } } })
+        const health = yield* Health
+        yield* health.set("serving", { ready: false, reason: "shutting down" })
+        const draining = yield* get("/readyz")
+        expect(draining.status).toBe(503)
+        expect(draining.json).toEqual({
+          _tag: "NotReady",
+          message: "serving: shutting down",
+          roles: { serving: { ready: false, reason: "shutting down" } },
+        })
+        expect((yield* get("/healthz")).status).toBe(200)
+        // A failing probe makes the role not ready, with the probe's reason.
+        yield* health.set("serving", { ready: true }, Effect.fail("store: connection refused"))
+        const probed = yield* get("/readyz")
+        expect(probed.status).toBe(503)
+        expect(probed.json).toMatchObject({ message: "serving: store: connection refused" })
+        health.setSupervisor([
+          {
+            name: "ingress",
+            roles: ["ingress"],
+            pid: 7,
+            state: "restarting",
+            restarts: 1,
+            lastExit: "killed by SIGKILL",
+          },
+        ])
+        expect((yield* get("/healthz")).json).toMatchObject({
+          supervisor: { children: [{ name: "ingress", state: "restarting", restarts: 1 }] },
+        })
+        yield* health.set("serving", { ready: true })
+        expect((yield* get("/readyz")).status).toBe(200)
+      }),
   )
 
   it.effect("serves Prometheus text at /metrics", () =>
@@ -45,9 +69,9 @@ layer(TestServing, { timeout: 120_000 })("serving health, metrics and docs", (it
         components: { securitySchemes: Record<string, unknown> }
       }
       expect(spec.info.title).toBe("Sluice")
+      expect(spec.paths["/v1/telemetry"]).toBeUndefined() // device ingest is the ingress listener's
       expect(Object.keys(spec.paths).sort()).toEqual(
         expect.arrayContaining([
-          "/v1/telemetry",
           "/v1/devices",
           "/v1/devices/{deviceId}/telemetry",
           "/v1/devices/{deviceId}/aggregates",

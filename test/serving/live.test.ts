@@ -3,9 +3,9 @@ import { expect, layer } from "@effect/vitest"
 import { Deferred, Duration, Effect, Exit, Layer, Option, Queue, Schedule, Scope, TestServices } from "effect"
 import WebSocket from "ws"
 import { LiveFeed } from "../../src/actors/LiveFeed.js"
+import type { Health } from "../../src/observability/Health.js"
 import { Metrics } from "../../src/observability/Metrics.js"
 import * as HttpServing from "../../src/serving/HttpServer.js"
-import type { Readiness } from "../../src/serving/Readiness.js"
 import type { TelemetryStore } from "../../src/storage/TelemetryStore.js"
 import type { Tenancy } from "../../src/tenancy/Tenancy.js"
 import { baseUrl, getAs, keyA, reading, TestServing, t0 } from "./harness.js"
@@ -145,7 +145,7 @@ layer(TestServing, { timeout: 120_000 })("serving live WebSocket", (it) => {
   it.scoped("closes live sockets promptly when the server shuts down", () =>
     Effect.gen(function* () {
       // A second server over the same store and feed, so this test can stop it.
-      const dependencies = yield* Effect.context<TelemetryStore | Tenancy | LiveFeed | Metrics | Readiness>()
+      const dependencies = yield* Effect.context<TelemetryStore | Tenancy | LiveFeed | Metrics | Health>()
       const scope = yield* Scope.make()
       const server = yield* Layer.buildWithScope(
         HttpServing.layerWith({ host: "127.0.0.1", port: 0 }).pipe(

@@ -1,0 +1,37 @@
+/**
+ * The processor role: shard workers, device and tenant actors, inserting into ClickHouse and
+ * checkpointing the stream. Its readings go to the process's LiveFeed, which a serving role in
+ * the same process serves. A processor without serving or ingress in its process opens a
+ * listener for /healthz, /readyz and /metrics on the serving port setting.
+ */
+import { Effect, Layer } from "effect"
+import * as LiveFeed from "../actors/LiveFeed.js"
+import * as Processor from "../actors/Processor.js"
+import * as Health from "../observability/Health.js"
+import * as HealthServer from "../observability/HealthServer.js"
+import * as ServingConfig from "../serving/ServingConfig.js"
+import * as ClickHouseTelemetryStore from "../storage/ClickHouseTelemetryStore.js"
+import { storeProbe } from "./StoreProbe.js"
+
+const ready = Layer.unwrapEffect(
+  Effect.map(storeProbe, (probe) => Health.readyWhileAlive("processor", probe)),
+)
+
+/**
+ * Requires StreamLog, Tenancy, Metrics, Health. The store and the LiveFeed are the same layers
+ * the serving role provides, so in one process both roles share one instance of each (layers are
+ * memoised by reference): one chDB, one feed.
+ */
+export const layer = (options: { readonly healthListener: boolean }) =>
+  ready.pipe(
+    Layer.provide(
+      options.healthListener
+        ? Layer.merge(
+            Processor.layer,
+            Layer.unwrapEffect(Effect.map(ServingConfig.http, HealthServer.layerWith)),
+          )
+        : Processor.layer,
+    ),
+    Layer.provide(LiveFeed.layer),
+    Layer.provide(ClickHouseTelemetryStore.layer),
+  )
