@@ -2,16 +2,19 @@
  * End-to-end benchmark (not a test). In one run, on this machine:
  *  1. ceiling: the load generator against a bare aedes broker that does nothing;
  *  2. throughput: the same load against the platform (`src/main.ts`, embedded: SQLite log with
- *     fsync, chDB), measured from the first publish until every acknowledged message is stored
- *     in ClickHouse (sluice_stored_readings_total);
+ *     fsync, chDB; by default as `npm start` runs it: a supervisor with the ingress process and
+ *     the processor+serving process; `--single-process` for everything in one), measured from the
+ *     first publish until every acknowledged message is stored in ClickHouse
+ *     (sluice_stored_readings_total), with the CPU time all the platform's processes spent per
+ *     stored message (from /proc);
  *  3. latency: publish → WebSocket delivery at a fixed rate (default 5,000 msg/s).
  * The load generator is `src/simulator/main.ts` (MQTT QoS 1, 3 numeric fields per message) in its
  * own process; the platform and the broker run in theirs.
  *
- *   npm run bench:e2e [-- --seconds 10 --devices 200 --latency-rate 5000]
+ *   npm run bench:e2e [-- --seconds 10 --devices 200 --latency-rate 5000 --single-process]
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { mkdtempSync } from "node:fs"
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs"
 import net from "node:net"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
@@ -24,6 +27,7 @@ const { values } = parseArgs({
     devices: { type: "string", default: "200" },
     inflight: { type: "string", default: "4000" },
     "latency-rate": { type: "string", default: "5000" },
+    "single-process": { type: "boolean", default: false },
   },
 })
 const seconds = values.seconds!
@@ -99,18 +103,60 @@ const load = async (mqttPort: number, rate: string, extra: Array<string> = []) =
   return JSON.parse(out.trim().split("\n").at(-1)!) as LoadResult
 }
 
+/** Clock ticks per second of /proc/<pid>/stat's CPU times (USER_HZ, 100 on Linux). */
+const USER_HZ = 100
+
+/** CPU seconds (user + system) of `root` and every live process below it, from /proc. */
+const treeCpuSeconds = (root: number) => {
+  const stats = new Map<number, { ppid: number; ticks: number }>()
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8")
+      // Fields after the command name (which may hold spaces) start at state (field 3).
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      stats.set(Number(entry), { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) })
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  let ticks = 0
+  for (const [pid, stat] of stats) {
+    let p: number | undefined = pid
+    while (p !== undefined && p !== root && p > 1) p = stats.get(p)?.ppid
+    if (p === root) ticks += stat.ticks
+  }
+  return ticks / USER_HZ
+}
+
 const startPlatform = async () => {
   const mqttPort = await freePort()
+  const ingestPort = await freePort()
   const httpPort = await freePort()
   const child = node(
-    ["src/main.ts", "--host", "127.0.0.1", "--mqtt-port", String(mqttPort), "--http-port", String(httpPort)],
+    [
+      "src/main.ts",
+      "--host",
+      "127.0.0.1",
+      "--mqtt-port",
+      String(mqttPort),
+      "--ingress-http-port",
+      String(ingestPort),
+      "--http-port",
+      String(httpPort),
+      ...(values["single-process"] ? ["--single-process"] : []),
+    ],
     { SLUICE_DATA_DIR: mkdtempSync(join(tmpdir(), "sluice-bench-e2e-")) },
     // As `npm start` runs it: a larger young generation means fewer scavenges (about 25 % less GC time).
     ["--max-semi-space-size=32"],
   )
   child.stdout!.resume()
   const http = `http://127.0.0.1:${httpPort}`
-  await waitFor(async () => (await fetch(`${http}/readyz`)).status === 200, "the platform")
+  const ready = async (url: string) => (await fetch(`${url}/readyz`)).status === 200
+  await waitFor(
+    async () => (await ready(http)) && (await ready(`http://127.0.0.1:${ingestPort}`)),
+    "the platform",
+  )
   return { child, mqttPort, http }
 }
 
@@ -122,7 +168,7 @@ const metric = async (http: string, name: string) => {
 
 const main = async () => {
   console.log(
-    `machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}; ${devices} devices, ${seconds} s per phase, QoS 1, 3 numeric fields`,
+    `machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}; ${devices} devices, ${seconds} s per phase, QoS 1, 3 numeric fields; platform ${values["single-process"] ? "in one process (--single-process)" : "as processes (the default)"}`,
   )
 
   // 1. The ceiling.
@@ -148,6 +194,7 @@ const main = async () => {
   // 2. Throughput end to end: publish → stored in ClickHouse.
   const platform = await startPlatform()
   const before = await metric(platform.http, "sluice_stored_readings_total")
+  const cpuBefore = treeCpuSeconds(platform.child.pid!)
   const t0 = performance.now()
   const sustained = await load(platform.mqttPort, "1000000")
   await waitFor(
@@ -156,6 +203,7 @@ const main = async () => {
     120_000,
   )
   const storedSeconds = (performance.now() - t0) / 1000
+  const cpuSeconds = treeCpuSeconds(platform.child.pid!) - cpuBefore
   const e2eRate = Math.round(sustained.acked / storedSeconds)
   console.log(
     `platform, ingest (acks):        ${sustained.ackedPerSecond} acks/s, PUBACK p50 ${sustained.pubackMs.p50} ms p99 ${sustained.pubackMs.p99} ms`,
@@ -164,6 +212,9 @@ const main = async () => {
     `platform, end to end:           ${e2eRate} msg/s (${sustained.acked} messages queryable ${storedSeconds.toFixed(1)} s after the first publish)`,
   )
   console.log(`ratio end to end / ceiling:     ${(e2eRate / ceiling.ackedPerSecond).toFixed(2)}`)
+  console.log(
+    `platform CPU per stored message: ${((cpuSeconds * 1e6) / sustained.acked).toFixed(0)} µs (${cpuSeconds.toFixed(1)} CPU s over all its processes for ${sustained.acked} messages)`,
+  )
 
   // 3. Latency publish → WebSocket at a fixed rate.
   await fetch(`${platform.http}/metrics`) // resets the event-loop histogram for this phase

@@ -3,6 +3,8 @@
  * the others). One token bucket per tenant, refilled at the quota's rate, holding at most one
  * second's worth. Tokens may be reserved ahead (the balance goes negative): a caller that may wait
  * is told how long, so the tenant's messages queue fairly behind each other, and nobody else's do.
+ * These buckets are one process's (tests, a single process); `SharedQuota.ts` keeps the same
+ * buckets for all the ingress workers of a machine together.
  */
 export interface Reservation {
   /** True: the message may go after `waitMs` (its token is taken). False: refused, nothing taken. */

@@ -6,7 +6,7 @@ import { timingSafeEqual } from "node:crypto"
 import { Context, Layer, Option } from "effect"
 import { allDevices } from "./Fleet.js"
 import type { DeviceClassConfig, PlatformConfig } from "./PlatformConfig.js"
-import type { Reservation } from "./Quota.js"
+import type { Quotas, Reservation } from "./Quota.js"
 import * as Quota from "./Quota.js"
 
 export interface Device {
@@ -48,8 +48,24 @@ const sameSecret = (a: string, b: string) => {
   return x.length === y.length && timingSafeEqual(x, y)
 }
 
-/** A Tenancy over a validated configuration, held in memory. */
-export const fromConfig = (config: PlatformConfig): TenancyApi => {
+/** Each tenant's `max_messages_per_second`, the rates a quota backend (`Quota`, `SharedQuota`) needs. */
+export const quotaRates = (config: PlatformConfig): ((tenantId: string) => number | undefined) => {
+  const rates = new Map(
+    config.tenants.flatMap((t) =>
+      t.max_messages_per_second === undefined ? [] : [[t.id, t.max_messages_per_second] as const],
+    ),
+  )
+  return (tenantId) => rates.get(tenantId)
+}
+
+/**
+ * A Tenancy over a validated configuration, held in memory. Quotas are this process's alone
+ * unless `quotas` is shared with the other ingress workers (`SharedQuota.make`).
+ */
+export const fromConfig = (
+  config: PlatformConfig,
+  quotas: Quotas = Quota.make(quotaRates(config)),
+): TenancyApi => {
   const devices = new Map(
     allDevices(config).map((d) => [
       d.id,
@@ -61,11 +77,6 @@ export const fromConfig = (config: PlatformConfig): TenancyApi => {
     config.tenants.flatMap((t) => t.api_keys.map((k) => [k, { tenantId: t.id }] as const)),
   )
   const classes = new Map(config.device_classes.map((c) => [c.name, c]))
-  const quotas = new Map(
-    config.tenants.flatMap((t) =>
-      t.max_messages_per_second === undefined ? [] : [[t.id, t.max_messages_per_second] as const],
-    ),
-  )
   const strip = ({ tenantId, deviceId, deviceClass }: Device): Device => ({ tenantId, deviceId, deviceClass })
   return {
     authenticateDevice: (deviceId, credential) => {
@@ -84,9 +95,10 @@ export const fromConfig = (config: PlatformConfig): TenancyApi => {
     devices: (tenantId) => [...devices.values()].filter((d) => d.tenantId === tenantId).map(strip),
     deviceClass: (name) => Option.fromNullable(classes.get(name)),
     tenants: config.tenants.map((t) => ({ tenantId: t.id })),
-    reserve: Quota.make((tenantId) => quotas.get(tenantId)).reserve,
+    reserve: quotas.reserve,
   }
 }
 
 /** The Tenancy layer over a configuration already loaded and validated. */
-export const layer = (config: PlatformConfig) => Layer.succeed(Tenancy, fromConfig(config))
+export const layer = (config: PlatformConfig, quotas?: Quotas) =>
+  Layer.succeed(Tenancy, fromConfig(config, quotas))
