@@ -20,6 +20,11 @@ export interface LiveFeedApi {
     tenantId: string,
     deviceId?: string,
   ) => Effect.Effect<Queue.Dequeue<TelemetryRow>, never, Scope.Scope>
+  /**
+   * Whether the tenant has a subscriber right now. A plain function, not an effect: a reader of
+   * the stream asks it per record to skip decoding what nobody is watching.
+   */
+  readonly hasSubscribers: (tenantId: string) => boolean
 }
 
 export class LiveFeed extends Context.Tag("sluice/LiveFeed")<LiveFeed, LiveFeedApi>() {}
@@ -62,6 +67,7 @@ export const make = Effect.sync((): LiveFeedApi => {
         )
         return mine
       }),
+    hasSubscribers: (tenantId) => topics.has(tenantId),
   }
 })
 

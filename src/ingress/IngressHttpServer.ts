@@ -4,12 +4,11 @@
  * listener of its own (SLUICE_INGRESS_HTTP_PORT, default 8081), apart from the serving API
  * (8080): devices and applications are different clients, and each tier scales and fails alone.
  */
-import { createServer } from "node:http"
 import { HttpApi, HttpApiBuilder, HttpApiScalar, HttpServer, OpenApi } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { HealthApi } from "../observability/HealthApi.js"
 import * as HealthHttp from "../observability/HealthHttp.js"
+import { guardedServer } from "../platform/ConnectionGuard.js"
 import * as HttpIngress from "./HttpIngress.js"
 import { IngestApi } from "./IngestApi.js"
 import * as IngressConfig from "./IngressConfig.js"
@@ -44,7 +43,7 @@ export const layerWith = (config: IngressConfig.IngressConfig) =>
       ),
       HttpServer.withLogAddress,
       Layer.provideMerge(
-        NodeHttpServer.layer(createServer, { host: config.httpHost, port: config.httpPort }),
+        guardedServer("http", config.httpMaxConnections, { host: config.httpHost, port: config.httpPort }),
       ),
     ),
   )

@@ -13,11 +13,13 @@ import net from "node:net"
 import { Aedes, type AuthenticateError, type Client } from "aedes"
 import { Data, Duration, Effect, Layer, LogLevel, Option, Runtime, type Scope } from "effect"
 import { Metrics } from "../observability/Metrics.js"
+import { guard } from "../platform/ConnectionGuard.js"
 import type { AppendError } from "../stream/StreamError.js"
 import type { StreamLog } from "../stream/StreamLog.js"
 import { encodeEnvelope, partitionKeyOf } from "../tenancy/Envelope.js"
 import { type Device, Tenancy } from "../tenancy/Tenancy.js"
 import * as Appender from "./Appender.js"
+import * as ConnectionLimit from "./ConnectionLimit.js"
 import * as IngressConfig from "./IngressConfig.js"
 import { FrameLimitedConnection, MqttPacketTooLarge } from "./MqttFrameLimit.js"
 
@@ -217,7 +219,10 @@ export const make = (
     }
 
     const server = net.createServer({ noDelay: true })
-    server.maxConnections = config.mqttMaxConnections
+    yield* guard(server, {
+      listener: "mqtt",
+      maxConnections: yield* ConnectionLimit.mqttConnectionLimit(config),
+    })
     let listening = false
     let closed = false
     server.once("close", () => {

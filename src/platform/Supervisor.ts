@@ -5,7 +5,7 @@
  * ingress. Children:
  *
  * - `ingress` × `--ingress-workers` (default 1): they share the MQTT and HTTP ingest ports
- *   through node:cluster (the supervisor holds the listening sockets and hands out connections);
+ *   through node:cluster (the supervisor opens the listening sockets, each worker accepts);
  * - `processor,serving` × 1: chDB lives in one process, so with the embedded store the processor
  *   and serving run together and the LiveFeed stays in-process.
  *
@@ -183,6 +183,11 @@ const supervise = Effect.gen(function* () {
     }),
   )
 
+  // Each worker accepts from the shared listening socket itself. With node:cluster's default
+  // round-robin the supervisor would accept every connection and re-offer one that a worker at its
+  // connection limit declines to the next worker, in a loop while all are full, holding it open
+  // and uncounted; this way a worker at its limit refuses (and counts) the connection.
+  cluster.schedulingPolicy = cluster.SCHED_NONE
   // Processor and serving first, so the stream's consumer is there when devices arrive.
   for (const child of [...children].reverse()) start(child)
   yield* failed.await

@@ -3,7 +3,6 @@
  * /readyz, /openapi.json and the API reference at /docs, on one port (SLUICE_HTTP_PORT, default
  * 8080). Device ingest is the ingress role's listener, not this one.
  */
-import { createServer } from "node:http"
 import {
   HttpApiBuilder,
   HttpApiScalar,
@@ -11,8 +10,8 @@ import {
   HttpServer,
   type HttpServerRequest,
 } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
+import { guardedServer } from "../platform/ConnectionGuard.js"
 import { ApiLive } from "./Http.js"
 import * as ServingConfig from "./ServingConfig.js"
 
@@ -21,6 +20,8 @@ export interface HttpServerOptions {
   readonly host: string
   /** Port to bind; 0 picks a free one. */
   readonly port: number
+  /** Connections held at once; more are refused, logged and counted. Default 1024. */
+  readonly maxConnections?: number | undefined
 }
 
 /**
@@ -32,7 +33,8 @@ const keyInUrl = (request: HttpServerRequest.HttpServerRequest) => /[?&]api(_|%5
 
 /**
  * Serves the API on `host:port`. Outputs `HttpServer.HttpServer` (its `address` tells the port
- * when 0 was asked). Requires TelemetryStore, Tenancy, LiveFeed, Metrics, Health. `Layer.fresh`:
+ * when 0 was asked). Requires TelemetryStore, Tenancy, LiveFeed, Metrics, Health. Its
+ * connections are limited and every refusal logged and counted (`listener="serving"`). `Layer.fresh`:
  * the HttpApi router is a shared layer, so without it a process that also runs ingress would
  * mount both APIs on both listeners.
  */
@@ -44,7 +46,9 @@ export const layerWith = (options: HttpServerOptions) =>
       Layer.provide(ApiLive),
       HttpServer.withLogAddress,
       HttpMiddleware.withTracerDisabledWhen(keyInUrl),
-      Layer.provideMerge(NodeHttpServer.layer(createServer, { host: options.host, port: options.port })),
+      Layer.provideMerge(
+        guardedServer("serving", options.maxConnections ?? 1024, { host: options.host, port: options.port }),
+      ),
     ),
   )
 
