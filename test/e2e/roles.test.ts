@@ -71,7 +71,7 @@ describe("the tiers as processes", () => {
       expect(ingress.roles).toEqual(["ingress"])
       // Each process's metrics carry its role.
       expect(await (await fetch(`${platform.ingestUrl}/metrics`)).text()).toMatch(
-        /sluice_ingested_messages_total\{transport="mqtt",role="ingress"\}/,
+        /process_cpu_user_seconds_total\{role="ingress"\}/,
       )
       expect(await (await fetch(`${platform.httpUrl}/metrics`)).text()).toContain('role="processor+serving"')
 
@@ -203,6 +203,9 @@ describe("roles alone", () => {
         stdio: "pipe",
       },
     )
+    let output = ""
+    child.stdout.on("data", (c: Buffer) => (output += c.toString()))
+    child.stderr.on("data", (c: Buffer) => (output += c.toString()))
     try {
       const ingestUrl = `http://127.0.0.1:${ingestPort}`
       const ready = await eventually(
@@ -215,8 +218,10 @@ describe("roles alone", () => {
         method: "POST",
         headers: { authorization: "Bearer thermo-1-secret" },
         body: JSON.stringify({ id: "alone-1", temp_f: 70, humidity: 40 }),
+      }).catch((error: Error) => {
+        throw new Error(`${error.message}\n${output}`)
       })
-      expect(response.status).toBe(202)
+      expect(response.status, output).toBe(202)
       const loaded = readFileSync(importLog, "utf8").split("\n")
       expect(loaded.some((url) => url.includes("/src/roles/Ingress.ts"))).toBe(true)
       expect(loaded.some((url) => url.includes("/src/ingress/MqttBroker.ts"))).toBe(true)
