@@ -1,0 +1,53 @@
+/** The `sluice` flags: what a process runs, and flags as Config keys above the environment. */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as IngressConfig from "../../src/ingress/IngressConfig.js"
+import * as Cli from "../../src/platform/Cli.js"
+import * as ServingConfig from "../../src/serving/ServingConfig.js"
+
+describe("sluice flags", () => {
+  it("runs the supervisor without --role, the roles asked for with it, all of them with --single-process", () => {
+    expect(Cli.parse([]).mode).toEqual({ _tag: "Supervisor" })
+    expect(Cli.parse(["--role", "serving,processor"]).mode).toEqual({
+      _tag: "Roles",
+      roles: ["processor", "serving"],
+    })
+    expect(Cli.parse(["--single-process"]).mode).toEqual({
+      _tag: "Roles",
+      roles: ["ingress", "processor", "serving"],
+    })
+  })
+
+  it("refuses an unknown role, and --role with --single-process, naming the problem", () => {
+    expect(() => Cli.parse(["--role", "ingress,bogus"])).toThrow(/unknown role "bogus"/)
+    expect(() => Cli.parse(["--role", "ingress", "--single-process"])).toThrow(/exclude each other/)
+    expect(() => Cli.parse(["--nope"])).toThrow(/nope/)
+  })
+
+  it.effect("maps flags onto the tiers' Config keys", () =>
+    Effect.gen(function* () {
+      const cli = Cli.parse([
+        "--host",
+        "127.0.0.1",
+        "--mqtt-port",
+        "1999",
+        "--ingress-http-port",
+        "1998",
+        "--http-port",
+        "1997",
+        "--ingress-workers",
+        "3",
+      ])
+      const ingress = yield* IngressConfig.config.pipe(Effect.withConfigProvider(cli.provider))
+      const http = yield* ServingConfig.http.pipe(Effect.withConfigProvider(cli.provider))
+      expect([
+        ingress.mqttHost,
+        ingress.mqttPort,
+        ingress.httpHost,
+        ingress.httpPort,
+        ingress.workers,
+      ]).toEqual(["127.0.0.1", 1999, "127.0.0.1", 1998, 3])
+      expect([http.host, http.port]).toEqual(["127.0.0.1", 1997])
+    }),
+  )
+})
