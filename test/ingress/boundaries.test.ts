@@ -1,4 +1,7 @@
-/** Ingestion never writes to storage directly (guarantee 2) and knows nothing of the actors. */
+/**
+ * Ingestion never writes to storage directly (guarantee 2) and knows nothing of the actors; the
+ * serving tier knows nothing of ingress (device ingest is the ingress role's listener).
+ */
 import { readdirSync, readFileSync } from "node:fs"
 import { dirname, join, relative, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -24,22 +27,33 @@ const files = (dir: string): Array<string> =>
         : [],
   )
 
-describe("src/ingress", () => {
-  it("imports nothing from src/storage or src/actors", () => {
-    const sources = files(ingress)
-    expect(sources.length).toBeGreaterThan(0)
-    const offending: Array<string> = []
-    let relativeImports = 0
-    for (const file of sources) {
-      for (const specifier of specifiers(readFileSync(file, "utf8"))) {
-        if (!specifier.startsWith(".")) continue
-        relativeImports++
-        const target = relative(join(root, "src"), resolve(dirname(file), specifier))
-        if (/^(storage|actors)([/\\]|$)/.test(target))
-          offending.push(`${relative(root, file)} -> ${specifier}`)
-      }
+/** Relative imports of the files under `dir` whose target (relative to src/) matches `forbidden`. */
+const importsInto = (dir: string, forbidden: RegExp) => {
+  const sources = files(dir)
+  expect(sources.length).toBeGreaterThan(0)
+  const offending: Array<string> = []
+  let relativeImports = 0
+  for (const file of sources) {
+    for (const specifier of specifiers(readFileSync(file, "utf8"))) {
+      if (!specifier.startsWith(".")) continue
+      relativeImports++
+      const target = relative(join(root, "src"), resolve(dirname(file), specifier))
+      if (forbidden.test(target)) offending.push(`${relative(root, file)} -> ${specifier}`)
     }
+  }
+  return { relativeImports, offending }
+}
+
+describe("tier boundaries", () => {
+  it("src/ingress imports nothing from src/storage or src/actors", () => {
+    const { relativeImports, offending } = importsInto(ingress, /^(storage|actors)([/\\]|$)/)
     // The scan sees the imports it should (ingress does import the stream and tenancy).
+    expect(relativeImports).toBeGreaterThan(5)
+    expect(offending).toEqual([])
+  })
+
+  it("src/serving imports nothing from src/ingress", () => {
+    const { relativeImports, offending } = importsInto(join(root, "src/serving"), /^ingress([/\\]|$)/)
     expect(relativeImports).toBeGreaterThan(5)
     expect(offending).toEqual([])
   })
