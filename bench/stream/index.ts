@@ -1,14 +1,17 @@
 /**
  * Stream tier benchmark (not a test): embedded-log append throughput for 200-byte records with
- * 1, 10 and 100 concurrent appenders, read throughput, and in the same run the ceiling: raw
+ * 1, 10 and 100 concurrent appenders, read throughput, the same 100 appenders spread over several
+ * processes sharing the log (as ingress workers do), and in the same run the ceiling: raw
  * better-sqlite3 inserts of the same rows in one transaction.
  *
- *   npm run bench:stream [-- --seconds 5 --batch 1 --fsync true]
+ *   npm run bench:stream [-- --seconds 5 --batch 1 --fsync true --processes 3]
  */
+import { spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { mkdtempSync, rmSync } from "node:fs"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import Database from "better-sqlite3"
 import { Effect, Layer } from "effect"
@@ -21,12 +24,14 @@ const { values } = parseArgs({
     batch: { type: "string", default: "1" },
     fsync: { type: "string", default: "true" },
     devices: { type: "string", default: "10000" },
+    processes: { type: "string", default: "3" },
   },
 })
 const seconds = Number(values.seconds)
 const batch = Number(values.batch)
 const fsync = values.fsync === "true"
 const devices = Number(values.devices)
+const processes = Number(values.processes)
 const RECORD_BYTES = 200
 const payload = randomBytes(RECORD_BYTES)
 const keys = Array.from({ length: devices }, (_, i) => `device-${i}`)
@@ -84,6 +89,39 @@ const readRun = Effect.gen(function* () {
   line("read, 4 shards, pulls of 5000", read, performance.now() - start)
 })
 
+/** 100 appenders split over `processes` processes appending to one log at once; returns records/s. */
+const multiProcessRun = async (dir: string) => {
+  const writer = fileURLToPath(new URL("./writer.ts", import.meta.url))
+  const each = Math.ceil(100 / processes)
+  const startAt = Date.now() + 3000
+  const results = await Promise.all(
+    Array.from(
+      { length: processes },
+      () =>
+        new Promise<{ records: number; ms: number }>((resolve, reject) => {
+          const args = [dir, each, seconds, batch, fsync, startAt].map(String)
+          const child = spawn(process.execPath, ["--import", "tsx", writer, ...args], {
+            stdio: ["ignore", "pipe", "inherit"],
+          })
+          let out = ""
+          child.stdout!.on("data", (chunk: Buffer) => {
+            out += chunk.toString("utf8")
+          })
+          child.on("error", reject)
+          child.on("close", (code) => {
+            const [records, ms] = out.trim().split(" ").map(Number)
+            if (code === 0 && records !== undefined && ms !== undefined) resolve({ records, ms })
+            else reject(new Error(`bench writer exited with ${code}`))
+          })
+        }),
+    ),
+  )
+  const records = results.reduce((sum, r) => sum + r.records, 0)
+  const ms = Math.max(...results.map((r) => r.ms))
+  line(`append, ${processes} processes x ${each}, batch ${batch}`, records, ms)
+  return (records / ms) * 1000
+}
+
 /** The ceiling: the same rows through raw better-sqlite3 in one transaction, same pragmas. */
 const ceiling = (count: number) => {
   const dir = mkdtempSync(join(tmpdir(), "sluice-bench-raw-"))
@@ -118,6 +156,11 @@ const main = Effect.gen(function* () {
       appenders === 100 ? Effect.zipLeft(appendRun(appenders), readRun) : appendRun(appenders),
       Layer.fresh(SqliteStreamLog.layerWith(config)),
     )
+    rmSync(dir, { recursive: true, force: true })
+  }
+  if (processes > 1) {
+    const dir = mkdtempSync(join(tmpdir(), "sluice-bench-"))
+    yield* Effect.promise(() => multiProcessRun(dir))
     rmSync(dir, { recursive: true, force: true })
   }
   const raw = ceiling(500_000)

@@ -30,6 +30,12 @@ export interface CheckpointTable {
   readonly reset: (consumer: string, shardId: string, position: Position) => void
   /** Every consumer that has a checkpoint in some shard. */
   readonly consumers: () => ReadonlyArray<string>
+  /**
+   * The highest sequence number every consumer has processed in a shard: 0 when some known
+   * consumer (one with a checkpoint in any shard) has none here yet, Infinity when there are no
+   * consumers at all.
+   */
+  readonly consumedThrough: (shardId: string) => number
 }
 
 export const checkpointTable = (db: Database.Database): CheckpointTable => {
@@ -62,10 +68,21 @@ export const checkpointTable = (db: Database.Database): CheckpointTable => {
     }
     upsert.run(consumer, shardId, encode(Position.AfterSequence({ sequenceNumber })))
   })
+  const consumers = () => selectConsumers.all().map((row) => row.consumer)
   return {
     get,
-    advance: (consumer, shardId, sequenceNumber) => advance(consumer, shardId, sequenceNumber),
+    // Immediate: a read-then-write transaction started deferred fails at once (SQLITE_BUSY, no
+    // waiting) when another process committed between its read and its write.
+    advance: (consumer, shardId, sequenceNumber) => advance.immediate(consumer, shardId, sequenceNumber),
     reset: (consumer, shardId, position) => void upsert.run(consumer, shardId, encode(position)),
-    consumers: () => selectConsumers.all().map((row) => row.consumer),
+    consumers,
+    consumedThrough: (shardId) => {
+      let through = Number.POSITIVE_INFINITY
+      for (const consumer of consumers()) {
+        const p = get(consumer, shardId)
+        through = Math.min(through, p?._tag === "AfterSequence" ? Number(p.sequenceNumber) : 0)
+      }
+      return through
+    },
   }
 }

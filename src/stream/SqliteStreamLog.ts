@@ -1,75 +1,60 @@
 /**
  * The embedded StreamLog over the tables of `SqliteShards` (one SQLite database, a table per
- * shard). Concurrent appends are group-committed: every append that arrives while a commit is
- * pending joins it, so one fsync covers them all. Retention trims by age, never past what every
- * consumer has processed; the disk budget pushes back with StreamFull.
+ * shard), safe to open from several processes at once. A process's concurrent appends are
+ * group-committed: every append that arrives while a commit is pending joins it, so one fsync
+ * covers them all. Retention trims by age, never past what every consumer has processed; the disk
+ * budget pushes back with StreamFull.
  */
 import { Duration, Effect, Layer, Schedule } from "effect"
-import { checkpointTable } from "./Checkpoints.js"
-import { hashKey, parseSequenceNumber, validateBatch } from "./Shards.js"
+import { parseSequenceNumber, validateBatch } from "./Shards.js"
 import * as SqliteShards from "./SqliteShards.js"
 import * as StreamConfig from "./StreamConfig.js"
 import { type AppendError, PositionPastEnd, StreamFull, UnknownShard } from "./StreamError.js"
 import {
   type Appended,
-  type AppendRecord,
   defaultReadLimits,
-  type Position,
+  Position,
   type ReadBatch,
   type ShardInfo,
   StreamLog,
   type StreamLogApi,
-  type StreamRecord,
 } from "./StreamLog.js"
 
-/** One commit takes at most this many records, bounding how long it holds the event loop. */
+/** One commit takes at most this many records, bounding how long it holds the event loop and the write lock. */
 const MAX_RECORDS_PER_COMMIT = 20_000
+/** One trim transaction deletes at most this many records: a few milliseconds of holding the write lock. */
+const TRIM_CHUNK_ROWS = 5_000
+/** Reclaiming at the budget frees this share of it beyond what the append needs, so the next appends need not reclaim again. */
+const RECLAIM_HEADROOM = 1 / 16
 
-interface Pending {
-  readonly records: ReadonlyArray<AppendRecord>
-  readonly shards: ReadonlyArray<number>
-  readonly bytes: number
+interface Pending extends SqliteShards.Job {
+  /** Already refused once by a commit and sent to reclaim: a second refusal is final. */
+  readonly retried: boolean
   readonly resume: (effect: Effect.Effect<ReadonlyArray<Appended>, AppendError>) => void
 }
 
 const unavailable = SqliteShards.unavailable
+const fromDb = <A>(operation: string, f: () => A) => Effect.try({ try: f, catch: unavailable(operation) })
 
 /** Opens (or creates) the embedded log; the scope closes it after the last pending commit. */
 export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
   Effect.gen(function* () {
     const tables = yield* SqliteShards.open(config)
-    const {
-      db,
-      shardCount,
-      ranges,
-      shardIds,
-      lastSeq,
-      lastArrivedAt,
-      inserts,
-      readAfter,
-      trimThrough,
-      firstSeqAt,
-    } = tables
-    const checkpoints = checkpointTable(db)
+    const { shardCount, ranges, shardIds, checkpoints, seen } = tables
 
     // --- group commit ---------------------------------------------------------------------
     let queue: Array<Pending> = []
     let scheduled = false
-    const commitTx = db.transaction((jobs: ReadonlyArray<Pending>, now: number) => {
-      const results: Array<Array<Appended>> = []
-      for (const job of jobs) {
-        const out: Array<Appended> = []
-        for (let r = 0; r < job.records.length; r++) {
-          const shard = job.shards[r]!
-          const seq = ++lastSeq[shard]!
-          inserts[shard]!.run(seq, job.records[r]!.partitionKey, job.records[r]!.data, now)
-          out.push({ shardId: shardIds[shard]!, sequenceNumber: String(seq) })
-          lastArrivedAt[shard] = now
-        }
-        results.push(out)
-      }
-      return results
-    })
+    // The budget as this process last read it from the database (every process's appends and
+    // trims), plus what it has queued since: enough to refuse early. The commit itself checks
+    // the database's count, so concurrent processes cannot overshoot it together.
+    let retained = yield* fromDb("open", tables.retainedBytes)
+    let queuedBytes = 0
+    const full = () =>
+      new StreamFull({
+        reason: `embedded log holds ${retained} of ${config.maxBytes} bytes of unconsumed records`,
+        retryAfterMs: 1000,
+      })
     const commit = () => {
       scheduled = false
       let jobs = queue
@@ -89,28 +74,41 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
         jobs = jobs.slice(0, cut)
         schedule()
       }
-      // Arrival times never go backwards within a shard, so AtTimestamp can binary-search by seq.
-      const now = Math.max(Date.now(), ...lastArrivedAt)
-      const before = lastSeq.slice()
-      const arrivedBefore = lastArrivedAt.slice()
-      let results: Array<Array<Appended>>
+      for (const job of jobs) queuedBytes -= job.bytes
+      let outcome: ReturnType<typeof tables.commit>
       try {
-        results = commitTx(jobs, now)
+        outcome = tables.commit(jobs, config.maxBytes)
       } catch (cause) {
-        for (let i = 0; i < before.length; i++) {
-          lastSeq[i] = before[i]!
-          lastArrivedAt[i] = arrivedBefore[i]!
-        }
+        // SQLITE_BUSY after the busy timeout (another process held the lock too long), I/O errors.
         const error = unavailable("append")(cause)
-        for (const job of jobs) {
-          tables.retainedBytes -= job.bytes
-          job.resume(Effect.fail(error))
-        }
+        for (const job of jobs) job.resume(Effect.fail(error))
         return
       }
+      retained = outcome.retained
       // Outside the try: the commit stands, whatever a resumed appender does next.
-      for (let j = 0; j < jobs.length; j++) jobs[j]!.resume(Effect.succeed(results[j]!))
+      for (let j = 0; j < jobs.length; j++) {
+        const acks = outcome.results[j]
+        const job = jobs[j]!
+        if (acks !== undefined) job.resume(Effect.succeed(acks))
+        // The database's count (other processes' appends) says full where this process's did
+        // not: reclaim and look again, as an append refused up front would.
+        else job.resume(job.retried ? Effect.fail(full()) : reclaimThenEnqueue(job))
+      }
     }
+    const enqueue = (job: SqliteShards.Job, retried: boolean) =>
+      Effect.async<ReadonlyArray<Appended>, AppendError>((resume) => {
+        queuedBytes += job.bytes
+        queue.push({ records: job.records, shards: job.shards, bytes: job.bytes, retried, resume })
+        schedule()
+      })
+    /** At the budget: free what every consumer is done with, then look again at the database's count. */
+    const reclaimThenEnqueue = (job: SqliteShards.Job) =>
+      Effect.zipRight(
+        reclaimOnce(job.bytes),
+        Effect.suspend(() =>
+          retained + queuedBytes + job.bytes <= config.maxBytes ? enqueue(job, true) : Effect.fail(full()),
+        ),
+      )
     const schedule = () => {
       if (!scheduled) {
         scheduled = true
@@ -119,52 +117,90 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
     }
 
     // --- retention and the disk budget -------------------------------------------------------
+    const consumedThrough = (shard: number) => checkpoints.consumedThrough(shardIds[shard]!)
     /**
-     * The highest sequence number every consumer has processed in a shard: 0 when some known
-     * consumer (one with a checkpoint in any shard) has none here yet, Infinity when the log has
-     * no consumers at all.
+     * Trims a shard chunk by chunk while `more()` holds. Between chunks it leaves the write lock
+     * free for as long as it held it: waiting writers (other processes) poll for it, and would
+     * starve behind back-to-back chunks.
      */
-    const consumedThrough = (shard: number): number => {
-      const consumers = checkpoints.consumers()
-      if (consumers.length === 0) return Number.POSITIVE_INFINITY
-      let through = Number.POSITIVE_INFINITY
-      for (const consumer of consumers) {
-        const p = checkpoints.get(consumer, shardIds[shard]!)
-        through = Math.min(through, p?._tag === "AfterSequence" ? Number(p.sequenceNumber) : 0)
-      }
-      return through
-    }
+    const trimShard = (shard: number, limit: () => number, more: () => boolean) =>
+      Effect.gen(function* () {
+        let trimmed = 0
+        for (;;) {
+          const started = performance.now()
+          const rows = yield* fromDb("trim", () => tables.trimChunk(shard, TRIM_CHUNK_ROWS, limit))
+          trimmed += rows
+          retained = yield* fromDb("trim", tables.retainedBytes)
+          if (rows < TRIM_CHUNK_ROWS || !more()) return trimmed
+          yield* Effect.sleep(Duration.millis(Math.max(1, performance.now() - started)))
+        }
+      })
     /**
      * Trims records older than the retention — but never past what every consumer has processed:
      * an acknowledged record that storage has not taken yet stays (the disk budget then pushes
-     * back on ingress) rather than expiring unread.
+     * back on ingress) rather than expiring unread. Every process runs it; each chunk decides
+     * from the database inside its transaction, so concurrent runs only share the work.
      */
-    const trimExpired = () => {
+    const trimExpired = Effect.gen(function* () {
       const cutoff = Date.now() - config.retentionMs
-      let freed = 0
+      let trimmed = 0
       for (let shard = 0; shard < shardCount; shard++) {
-        const expiredThrough = (firstSeqAt(shard, cutoff) ?? lastSeq[shard]! + 1) - 1
-        freed += trimThrough(shard, Math.min(expiredThrough, consumedThrough(shard)))
+        // Arrivals only grow with the sequence number, so this bound stays valid while others append.
+        const expiredThrough = yield* fromDb("trim", () => {
+          const last = tables.newest(shard)
+          return (tables.firstSeqAt(shard, cutoff, last.seq) ?? last.seq + 1) - 1
+        })
+        trimmed += yield* trimShard(
+          shard,
+          () => Math.min(expiredThrough, consumedThrough(shard)),
+          () => true,
+        )
       }
-      return freed
-    }
+      return trimmed
+    })
     /**
-     * Frees unexpired records that every consumer has processed. Only reached when the budget is
-     * exhausted: unread records are never dropped, so the log refuses appends instead.
+     * Frees unexpired records that every consumer has processed until `needed` bytes fit with
+     * some headroom. Only reached at the budget: unread records are never dropped, so the log
+     * refuses appends instead.
      */
-    const reclaimConsumed = () => {
-      let freed = 0
-      for (let shard = 0; shard < shardCount; shard++) {
-        const through = consumedThrough(shard)
-        if (Number.isFinite(through)) freed += trimThrough(shard, through)
-      }
-      return freed
-    }
+    const reclaimConsumed = (needed: number) =>
+      Effect.gen(function* () {
+        const fits = () => retained + queuedBytes + needed <= config.maxBytes * (1 - RECLAIM_HEADROOM)
+        retained = yield* fromDb("reclaim", tables.retainedBytes)
+        for (let shard = 0; shard < shardCount && !fits(); shard++) {
+          yield* trimShard(
+            shard,
+            () => {
+              const through = consumedThrough(shard)
+              return Number.isFinite(through) ? through : 0
+            },
+            () => !fits(),
+          )
+        }
+      })
+    // Appenders at the budget share one reclaim: those that waited for it only look again.
+    const reclaimLock = yield* Effect.makeSemaphore(1)
+    let reclaims = 0
+    const reclaimOnce = (needed: number) =>
+      Effect.suspend(() => {
+        const before = reclaims
+        return reclaimLock.withPermits(1)(
+          Effect.suspend(() =>
+            reclaims !== before
+              ? Effect.void
+              : Effect.ensuring(
+                  reclaimConsumed(needed),
+                  Effect.sync(() => reclaims++),
+                ),
+          ),
+        )
+      })
 
-    yield* Effect.sync(trimExpired).pipe(
-      Effect.flatMap((freed) =>
-        freed > 0 ? Effect.logInfo(`retention trimmed ${freed} bytes`) : Effect.void,
+    yield* trimExpired.pipe(
+      Effect.flatMap((trimmed) =>
+        trimmed > 0 ? Effect.logInfo(`retention trimmed ${trimmed} records`) : Effect.void,
       ),
+      Effect.catchAll((error) => Effect.logWarning("retention failed; retrying next round", error)),
       Effect.catchAllDefect((defect) => Effect.logError("retention failed", defect)),
       Effect.repeat(Schedule.spaced(Duration.millis(config.trimIntervalMs))),
       Effect.forkScoped,
@@ -189,65 +225,43 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
       hashKeyStart: r.start,
       hashKeyEnd: r.end,
     }))
-    // Devices append again and again: memoising key -> shard saves an MD5 per record. A cache,
-    // so bounded by clearing.
-    const shardCache = new Map<string, number>()
-    const shardOfKey = (partitionKey: string) => {
-      let shard = shardCache.get(partitionKey)
-      if (shard === undefined) {
-        const key = hashKey(partitionKey)
-        shard = ranges.findIndex((r) => r.start <= key && key <= r.end)
-        if (shardCache.size >= 100_000) shardCache.clear()
-        shardCache.set(partitionKey, shard)
-      }
-      return shard
-    }
 
     const append: StreamLogApi["append"] = (records) =>
-      Effect.flatMap(validateBatch(records), () =>
-        Effect.async<ReadonlyArray<Appended>, AppendError>((resume) => {
-          let bytes = 0
-          const shards = records.map((r) => {
-            bytes += r.data.byteLength + Buffer.byteLength(r.partitionKey, "utf8")
-            return shardOfKey(r.partitionKey)
-          })
-          if (tables.retainedBytes + bytes > config.maxBytes) {
-            try {
-              reclaimConsumed()
-            } catch (cause) {
-              return resume(Effect.fail(unavailable("reclaim")(cause)))
-            }
-            if (tables.retainedBytes + bytes > config.maxBytes) {
-              return resume(
-                Effect.fail(
-                  new StreamFull({
-                    reason: `embedded log holds ${tables.retainedBytes} of ${config.maxBytes} bytes of unconsumed records`,
-                    retryAfterMs: 1000,
-                  }),
-                ),
-              )
-            }
-          }
-          tables.retainedBytes += bytes
-          queue.push({ records, shards, bytes, resume })
-          schedule()
-        }),
-      )
+      Effect.flatMap(validateBatch(records), () => {
+        let bytes = 0
+        const shards = records.map((r) => {
+          bytes += r.data.byteLength + Buffer.byteLength(r.partitionKey, "utf8")
+          return tables.shardOfKey(r.partitionKey)
+        })
+        // No named closures on this path: tsx (esbuild keepNames) would name each one, per append.
+        const job = { records, shards, bytes }
+        return retained + queuedBytes + bytes <= config.maxBytes
+          ? enqueue(job, false)
+          : reclaimThenEnqueue(job)
+      })
+
+    /** Whether a shard has reached `seq`: from memory when it says so, else from the database. */
+    const reached = (shard: number, seq: number) =>
+      seq <= seen.seq[shard]! ? Effect.succeed(true) : fromDb("read", () => seq <= tables.newest(shard).seq)
 
     const startAfter = (shard: number, shardId: string, position: Position) =>
       Effect.gen(function* () {
         switch (position._tag) {
           case "TrimHorizon":
             return 0
+          // Both from the database: other processes append too.
           case "Latest":
-            return lastSeq[shard]!
+            return (yield* fromDb("read", () => tables.newest(shard))).seq
           case "AtTimestamp":
-            return (firstSeqAt(shard, position.at) ?? lastSeq[shard]! + 1) - 1
+            return yield* fromDb("read", () => {
+              const last = tables.newest(shard)
+              return (tables.firstSeqAt(shard, position.at, last.seq) ?? last.seq + 1) - 1
+            })
           case "AtSequence":
           case "AfterSequence": {
             const text = yield* parseSequenceNumber(position.sequenceNumber)
             const seq = Number(text)
-            if (!Number.isSafeInteger(seq) || seq > lastSeq[shard]!) {
+            if (!Number.isSafeInteger(seq) || !(yield* reached(shard, seq))) {
               return yield* new PositionPastEnd({ shardId, sequenceNumber: text })
             }
             return position._tag === "AtSequence" ? seq - 1 : seq
@@ -260,30 +274,10 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
         const shard = yield* shardIndex(shardId)
         let after = yield* startAfter(shard, shardId, position)
         const pull = (limits = defaultReadLimits) =>
-          Effect.try({
-            try: (): ReadBatch => {
-              const records: Array<StreamRecord> = []
-              let bytes = 0
-              for (const row of readAfter[shard]!.iterate(after, limits.maxRecords)) {
-                bytes += row.data.byteLength
-                if (records.length > 0 && bytes > limits.maxBytes) break
-                records.push({
-                  shardId,
-                  sequenceNumber: String(row.seq),
-                  partitionKey: row.pkey,
-                  data: row.data,
-                  arrivedAt: row.arrived_at,
-                })
-                after = row.seq
-              }
-              const last = records.at(-1)
-              return {
-                records,
-                endOfShard: false,
-                behindLatestMs: last === undefined ? 0 : lastArrivedAt[shard]! - last.arrivedAt,
-              }
-            },
-            catch: unavailable("read"),
+          fromDb("read", (): ReadBatch => {
+            const batch = tables.read(shard, after, limits)
+            after = batch.after
+            return { records: batch.records, endOfShard: false, behindLatestMs: batch.behindLatestMs }
           })
         return { shardId, pull }
       })
@@ -292,19 +286,16 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
       Effect.gen(function* () {
         const shard = yield* shardIndex(shardId)
         const seq = yield* parseSequenceNumber(sequenceNumber)
-        if (Number(seq) > lastSeq[shard]!) return yield* new PositionPastEnd({ shardId, sequenceNumber: seq })
-        yield* Effect.try({
-          try: () => checkpoints.advance(consumer, shardId, seq),
-          catch: unavailable("checkpoint"),
-        })
+        const n = Number(seq)
+        if (!Number.isSafeInteger(n) || !(yield* reached(shard, n))) {
+          return yield* new PositionPastEnd({ shardId, sequenceNumber: seq })
+        }
+        yield* fromDb("checkpoint", () => checkpoints.advance(consumer, shardId, seq))
       })
 
     const resumePosition: StreamLogApi["resumePosition"] = (consumer, shardId) =>
       Effect.flatMap(shardIndex(shardId), () =>
-        Effect.try({
-          try: () => checkpoints.get(consumer, shardId) ?? ({ _tag: "TrimHorizon" } as Position),
-          catch: unavailable("resumePosition"),
-        }),
+        fromDb("resumePosition", () => checkpoints.get(consumer, shardId) ?? Position.TrimHorizon()),
       )
 
     const resetCheckpoint: StreamLogApi["resetCheckpoint"] = (consumer, shardId, position) =>
@@ -312,10 +303,7 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
         const shard = yield* shardIndex(shardId)
         // Validates the position the same way a reader would, so a bad reset fails now, not on resume.
         yield* startAfter(shard, shardId, position)
-        yield* Effect.try({
-          try: () => checkpoints.reset(consumer, shardId, position),
-          catch: unavailable("resetCheckpoint"),
-        })
+        yield* fromDb("resetCheckpoint", () => checkpoints.reset(consumer, shardId, position))
       })
 
     return StreamLog.of({

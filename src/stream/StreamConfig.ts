@@ -24,9 +24,13 @@ export interface EmbeddedStreamConfig {
   readonly fsync: boolean
   /** Records older than this are trimmed. Default 24 h, as Kinesis. */
   readonly retentionMs: number
-  /** Disk budget for retained record bytes; at the budget, appends fail with StreamFull. Default 1 GiB. */
+  /**
+   * Disk budget: bytes of retained records (data + partition key), counted in the database and so
+   * shared by every process using the log; SQLite's own overhead (pages, the WAL) comes on top. At
+   * the budget, appends fail with StreamFull. Default 1 GiB.
+   */
   readonly maxBytes: number
-  /** How often retention runs. Default 10 s. */
+  /** How often retention runs (in every process that opens the log). Default 10 s. */
   readonly trimIntervalMs: number
 }
 
