@@ -45,9 +45,4 @@ const TenancyLive = (roles: ReadonlyArray<Health.Role>) =>
 
 /** The infrastructure of a process running `roles`. */
 export const layer = (roles: ReadonlyArray<Health.Role>) =>
-  Layer.mergeAll(
-    StreamLive,
-    TenancyLive(roles),
-    Metrics.layerForRoles(roles),
-    Health.layer(roles),
-  )
+  Layer.mergeAll(StreamLive, TenancyLive(roles), Metrics.layerForRoles(roles), Health.layer(roles))
