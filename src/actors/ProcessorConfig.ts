@@ -13,8 +13,13 @@ export interface ProcessorConfig {
   readonly pullMaxBytes: number
   /** Wait before pulling again from a caught-up shard. Default 5 ms: it bounds live latency. */
   readonly idlePollMs: number
-  /** Pulled batches in flight (not yet stored) per shard before the worker stops pulling. Default 8. */
-  readonly maxInflightBatches: number
+  /**
+   * Pulled records in flight (not yet stored and checkpointed) per shard before the worker stops
+   * pulling. Default 4,000 (eight full pulls). Records, not batches: a count of batches would stop
+   * the pulls of a lightly loaded shard (many small pulls per insert interval) and with them the
+   * live feed, until the next insert.
+   */
+  readonly maxInflightRecords: number
   /** A tenant actor inserts when this many readings are buffered... Default 5000. */
   readonly maxBatchRows: number
   /** ...or when the oldest buffered reading has waited this long. Default 100 ms. */
@@ -49,7 +54,12 @@ export const processor: Config.Config<ProcessorConfig> = Config.all({
   pullMaxRecords: key(Config.integer("pull_max_records").pipe(Config.withDefault(500))),
   pullMaxBytes: key(Config.integer("pull_max_bytes").pipe(Config.withDefault(4 * 1024 * 1024))),
   idlePollMs: key(Config.integer("idle_poll_ms").pipe(Config.withDefault(5))),
-  maxInflightBatches: key(Config.integer("max_inflight_batches").pipe(Config.withDefault(8))),
+  maxInflightRecords: key(
+    Config.integer("max_inflight_records").pipe(
+      Config.withDefault(4_000),
+      Config.validate({ message: "must be at least 1", validation: (n) => n >= 1 }),
+    ),
+  ),
   maxBatchRows: key(Config.integer("max_batch_rows").pipe(Config.withDefault(5000))),
   flushIntervalMs: key(Config.integer("flush_interval_ms").pipe(Config.withDefault(100))),
   mailboxBatches: key(Config.integer("mailbox_batches").pipe(Config.withDefault(32))),
@@ -67,7 +77,7 @@ export const defaults: ProcessorConfig = {
   pullMaxRecords: 500,
   pullMaxBytes: 4 * 1024 * 1024,
   idlePollMs: 5,
-  maxInflightBatches: 8,
+  maxInflightRecords: 4_000,
   maxBatchRows: 5000,
   flushIntervalMs: 100,
   mailboxBatches: 32,

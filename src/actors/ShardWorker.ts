@@ -3,8 +3,10 @@
  * record to its device's actor, sends each tenant its share, and checkpoints a batch only after
  * every tenant stored its share — in pull order, so the checkpoint never passes an unstored record.
  *
- * Backpressure: the worker waits when a tenant's mailbox is full or when `maxInflightBatches`
- * batches are unstored, and while it waits it does not pull.
+ * Backpressure: the worker waits when a tenant's mailbox is full or when `maxInflightRecords`
+ * pulled records are unstored, and while it waits it does not pull. The bound counts records, not
+ * batches: at a low rate pulls are small and many fit in one insert interval, and a bound on their
+ * count would hold the next pull (and with it the live feed) until the insert.
  */
 import { Deferred, Duration, Effect, Either, Fiber, Queue, Schedule } from "effect"
 import type { MetricsApi } from "../observability/Metrics.js"
@@ -41,21 +43,24 @@ export const run = (shardId: string, deps: ShardWorkerDeps) =>
     const devices = new Map<string, DeviceActor>()
     const position = yield* log.resumePosition(config.consumer, shardId)
     const reader = yield* log.reader(shardId, position)
-    // `null` tells the checkpointer that no more batches come.
-    const inflight = yield* Queue.bounded<BatchTicket | null>(config.maxInflightBatches)
+    // `null` tells the checkpointer that no more batches come. Bounded by the records it holds.
+    const inflight = yield* Queue.unbounded<{ ticket: BatchTicket; records: number } | null>()
+    const unstored = yield* Effect.makeSemaphore(config.maxInflightRecords)
 
     // Checkpoints in pull order, each once its batch is stored everywhere.
     const checkpointer = yield* Effect.forkScoped(
       Effect.gen(function* () {
         for (;;) {
-          const ticket = yield* Queue.take(inflight)
-          if (ticket === null) return
+          const next = yield* Queue.take(inflight)
+          if (next === null) return
+          const { ticket, records } = next
           yield* Deferred.await(ticket.done)
           // Retried without end: giving up would strand the shard (nothing else advances it).
           yield* log.checkpoint(config.consumer, shardId, ticket.lastSequenceNumber).pipe(
             Effect.tapError((error) => Effect.logWarning("checkpoint failed; retrying", error)),
             Effect.retry(foreverRetry),
           )
+          yield* unstored.release(records)
         }
       }),
     )
@@ -122,7 +127,10 @@ export const run = (shardId: string, deps: ShardWorkerDeps) =>
       const last = batch.records.at(-1)!.sequenceNumber
       const byTenant = handle(batch.records)
       const ticket = new BatchTicket(shardId, last, byTenant.size)
-      yield* Queue.offer(inflight, ticket)
+      // A pull larger than the whole bound still goes, alone.
+      const records = Math.min(batch.records.length, config.maxInflightRecords)
+      yield* unstored.take(records)
+      yield* Queue.offer(inflight, { ticket, records })
       for (const [tenantId, out] of byTenant) {
         const actor = yield* deps.tenant(tenantId)
         yield* actor.send({
