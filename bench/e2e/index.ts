@@ -106,8 +106,8 @@ const load = async (mqttPort: number, rate: string, extra: Array<string> = []) =
 /** Clock ticks per second of /proc/<pid>/stat's CPU times (USER_HZ, 100 on Linux). */
 const USER_HZ = 100
 
-/** CPU seconds (user + system) of `root` and every live process below it, from /proc. */
-const treeCpuSeconds = (root: number) => {
+/** CPU seconds (user + system) of every live process below `root` and of `root` itself, by pid. */
+const processCpuSeconds = (root: number) => {
   const stats = new Map<number, { ppid: number; ticks: number }>()
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue
@@ -120,13 +120,25 @@ const treeCpuSeconds = (root: number) => {
       // The process ended while we looked.
     }
   }
-  let ticks = 0
+  const tree = new Map<number, number>()
   for (const [pid, stat] of stats) {
     let p: number | undefined = pid
     while (p !== undefined && p !== root && p > 1) p = stats.get(p)?.ppid
-    if (p === root) ticks += stat.ticks
+    if (p === root) tree.set(pid, stat.ticks / USER_HZ)
   }
-  return ticks / USER_HZ
+  return tree
+}
+
+/** CPU seconds spent by each process of the tree between `before` and `after`. */
+const cpuDelta = (before: Map<number, number>, after: Map<number, number>) =>
+  new Map([...after].map(([pid, s]) => [pid, s - (before.get(pid) ?? 0)]))
+
+/** What /healthz of the serving process says each child is, by pid (empty in one process). */
+const childNames = async (http: string) => {
+  const health = (await (await fetch(`${http}/healthz`)).json()) as {
+    supervisor?: { children: Array<{ name: string; pid: number | null }> }
+  }
+  return new Map((health.supervisor?.children ?? []).map((c) => [c.pid, c.name]))
 }
 
 const startPlatform = async () => {
@@ -194,7 +206,7 @@ const main = async () => {
   // 2. Throughput end to end: publish → stored in ClickHouse.
   const platform = await startPlatform()
   const before = await metric(platform.http, "sluice_stored_readings_total")
-  const cpuBefore = treeCpuSeconds(platform.child.pid!)
+  const cpuBefore = processCpuSeconds(platform.child.pid!)
   const t0 = performance.now()
   const sustained = await load(platform.mqttPort, "1000000")
   await waitFor(
@@ -203,7 +215,9 @@ const main = async () => {
     120_000,
   )
   const storedSeconds = (performance.now() - t0) / 1000
-  const cpuSeconds = treeCpuSeconds(platform.child.pid!) - cpuBefore
+  const cpu = cpuDelta(cpuBefore, processCpuSeconds(platform.child.pid!))
+  const cpuSeconds = [...cpu.values()].reduce((a, b) => a + b, 0)
+  const names = await childNames(platform.http)
   const e2eRate = Math.round(sustained.acked / storedSeconds)
   console.log(
     `platform, ingest (acks):        ${sustained.ackedPerSecond} acks/s, PUBACK p50 ${sustained.pubackMs.p50} ms p99 ${sustained.pubackMs.p99} ms`,
@@ -215,6 +229,17 @@ const main = async () => {
   console.log(
     `platform CPU per stored message: ${((cpuSeconds * 1e6) / sustained.acked).toFixed(0)} µs (${cpuSeconds.toFixed(1)} CPU s over all its processes for ${sustained.acked} messages)`,
   )
+  for (const [pid, seconds] of [...cpu].sort((a, b) => b[1] - a[1])) {
+    const name =
+      pid === platform.child.pid
+        ? names.size > 0
+          ? "supervisor"
+          : "the process"
+        : (names.get(pid) ?? `pid ${pid}`)
+    console.log(
+      `  ${name.padEnd(30)}${((seconds * 1e6) / sustained.acked).toFixed(0).padStart(4)} µs/msg, ${((seconds / storedSeconds) * 100).toFixed(0)} % of a core`,
+    )
+  }
 
   // 3. Latency publish → WebSocket at a fixed rate.
   await fetch(`${platform.http}/metrics`) // resets the event-loop histogram for this phase
@@ -241,7 +266,8 @@ const main = async () => {
   await new Promise((r) => setTimeout(r, 1000))
   socket.close()
   for (const list of [latencies, toIngress, fromIngress]) list.sort((a, b) => a - b)
-  const pctOf = (list: Array<number>, p: number) => list[Math.min(list.length - 1, Math.floor(list.length * p))]
+  const pctOf = (list: Array<number>, p: number) =>
+    list[Math.min(list.length - 1, Math.floor(list.length * p))]
   const pct = (p: number) => pctOf(latencies, p)
   console.log(
     `latency at ${values["latency-rate"]} msg/s:          publish → WebSocket p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms, max ${latencies.at(-1)} ms (${latencies.length} of ${fixed.acked} delivered; ${fixed.skipped} not sent); PUBACK p50 ${fixed.pubackMs.p50} ms, p99 ${fixed.pubackMs.p99} ms`,
