@@ -40,7 +40,9 @@ const roleLayer = async (
 ): Promise<Layer.Layer<never, unknown, never>> => {
   switch (role) {
     case "ingress":
-      return (await import("./roles/Ingress.js")).layer as Layer.Layer<never, unknown, never>
+      return (await import("./roles/Ingress.js")).layer({
+        servingInProcess: roles.includes("serving"),
+      }) as Layer.Layer<never, unknown, never>
     case "processor":
       return (await import("./roles/Processor.js")).layer({
         healthListener: !roles.includes("serving") && !roles.includes("ingress"),

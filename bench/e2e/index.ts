@@ -11,7 +11,7 @@
  * The load generator is `src/simulator/main.ts` (MQTT QoS 1, 3 numeric fields per message) in its
  * own process; the platform and the broker run in theirs.
  *
- *   npm run bench:e2e [-- --seconds 10 --devices 200 --latency-rate 5000 --single-process]
+ *   npm run bench:e2e [-- --seconds 10 --devices 200 --latency-rate 5000 --single-process --ingress-workers 2]
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs"
@@ -28,6 +28,7 @@ const { values } = parseArgs({
     inflight: { type: "string", default: "4000" },
     "latency-rate": { type: "string", default: "5000" },
     "single-process": { type: "boolean", default: false },
+    "ingress-workers": { type: "string", default: "1" },
   },
 })
 const seconds = values.seconds!
@@ -156,7 +157,9 @@ const startPlatform = async () => {
       String(ingestPort),
       "--http-port",
       String(httpPort),
-      ...(values["single-process"] ? ["--single-process"] : []),
+      ...(values["single-process"]
+        ? ["--single-process"]
+        : ["--ingress-workers", values["ingress-workers"]!]),
     ],
     { SLUICE_DATA_DIR: mkdtempSync(join(tmpdir(), "sluice-bench-e2e-")) },
     // As `npm start` runs it: a larger young generation means fewer scavenges (about 25 % less GC time).
@@ -180,7 +183,7 @@ const metric = async (http: string, name: string) => {
 
 const main = async () => {
   console.log(
-    `machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}; ${devices} devices, ${seconds} s per phase, QoS 1, 3 numeric fields; platform ${values["single-process"] ? "in one process (--single-process)" : "as processes (the default)"}`,
+    `machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}; ${devices} devices, ${seconds} s per phase, QoS 1, 3 numeric fields; platform ${values["single-process"] ? "in one process (--single-process)" : `as processes (the default), ${values["ingress-workers"]} ingress worker(s)`}`,
   )
 
   // 1. The ceiling.

@@ -70,14 +70,19 @@ export const derive = (inputs: LimitInputs): DerivedLimit => {
 /**
  * This worker's MQTT connection limit for the ingress settings and this process's fd limit, logged
  * with its inputs (a warning when the fd limit cuts it below the configured share).
+ * `otherListenerConnections`: the limits of other HTTP listeners in this process (the serving
+ * API's, when serving runs here too), reserved like the ingest listener's.
  */
-export const mqttConnectionLimit = (config: IngressConfig): Effect.Effect<number> =>
+export const mqttConnectionLimit = (
+  config: IngressConfig,
+  otherListenerConnections = 0,
+): Effect.Effect<number> =>
   Effect.gen(function* () {
     const limit = derive({
       machineMaxConnections: config.mqttMaxConnections,
       workers: config.workers,
       fdLimit: fileDescriptorLimit(),
-      httpMaxConnections: config.httpMaxConnections,
+      httpMaxConnections: config.httpMaxConnections + otherListenerConnections,
       openFileDescriptors: openFileDescriptors(),
     })
     const annotations = {

@@ -73,9 +73,13 @@ const SHUTDOWN_GRACE = Duration.seconds(5)
 /** MQTT 3.1.1 §3.2.2.3, Table 3.1: CONNACK return code 4, "Connection Refused, bad user name or password". */
 const BAD_USER_NAME_OR_PASSWORD = 4 as AuthenticateError["returnCode"]
 
-/** Runs the broker until the scope closes, and returns where it listens. */
+/**
+ * Runs the broker until the scope closes, and returns where it listens. `otherListenerConnections`:
+ * connections other HTTP listeners of this process may hold, kept out of the MQTT limit.
+ */
 export const make = (
   config: IngressConfig.IngressConfig,
+  otherListenerConnections = 0,
 ): Effect.Effect<MqttAddress, MqttListenError, Tenancy | Metrics | StreamLog | Scope.Scope> =>
   Effect.gen(function* () {
     const tenancy = yield* Tenancy
@@ -221,7 +225,7 @@ export const make = (
     const server = net.createServer({ noDelay: true })
     yield* guard(server, {
       listener: "mqtt",
-      maxConnections: yield* ConnectionLimit.mqttConnectionLimit(config),
+      maxConnections: yield* ConnectionLimit.mqttConnectionLimit(config, otherListenerConnections),
     })
     let listening = false
     let closed = false
@@ -308,7 +312,11 @@ export const make = (
   })
 
 /** The broker with the ingress settings from the environment (SLUICE_INGRESS_*). */
-export const layer = Layer.scopedDiscard(Effect.flatMap(IngressConfig.config, make))
+export const layer = Layer.scopedDiscard(Effect.flatMap(IngressConfig.config, (config) => make(config)))
+
+/** The broker in a process whose other HTTP listeners may hold `connections` (they are reserved). */
+export const layerBeside = (connections: number) =>
+  Layer.scopedDiscard(Effect.flatMap(IngressConfig.config, (config) => make(config, connections)))
 
 /** The broker with explicit settings (tests). */
 export const layerWith = (config: IngressConfig.IngressConfig) => Layer.scopedDiscard(make(config))

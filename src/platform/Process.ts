@@ -8,8 +8,8 @@ import { NodeRuntime } from "@effect/platform-node"
 import { type ConfigProvider, Effect, Layer } from "effect"
 import * as IngressConfig from "../ingress/IngressConfig.js"
 import { type ChildState, Health, type Role } from "../observability/Health.js"
-import { loadConfig } from "../roles/Infrastructure.js"
 import * as ServingConfig from "../serving/ServingConfig.js"
+import * as ConfigFile from "../tenancy/ConfigFile.js"
 import * as Welcome from "./Welcome.js"
 
 /** Messages between the supervisor and its children (node:cluster's IPC channel). */
@@ -35,7 +35,7 @@ export const announce = (roles: ReadonlyArray<Role>) =>
         return
       }
       const lines = Welcome.banner(
-        yield* loadConfig,
+        yield* ConfigFile.fromSettings,
         roles,
         yield* IngressConfig.config,
         yield* ServingConfig.http,
@@ -59,6 +59,8 @@ export const run = <E>(main: Effect.Effect<never, E>, provider: ConfigProvider.C
         Effect.sync(() => {
           console.error(`sluice: refusing to start\n${error.message}`)
           process.exitCode = 1
+          // A supervised child's IPC channel would keep it alive with nothing to do.
+          if (supervised) process.exit(1)
         }),
     ),
     NodeRuntime.runMain({ disablePrettyLogger: true }),

@@ -17,18 +17,18 @@
  */
 import cluster, { type Worker } from "node:cluster"
 import { NodeRuntime } from "@effect/platform-node"
-import { type ConfigProvider, Effect, Runtime } from "effect"
+import { ConfigError, type ConfigProvider, Effect, Runtime } from "effect"
 import * as IngressConfig from "../ingress/IngressConfig.js"
 import type { ChildState, Role } from "../observability/Health.js"
-import { loadConfig } from "../roles/Infrastructure.js"
 import * as ServingConfig from "../serving/ServingConfig.js"
+import * as ConfigFile from "../tenancy/ConfigFile.js"
 import type { SupervisorMessage } from "./Process.js"
 import * as Welcome from "./Welcome.js"
 
 /** First restart delay; doubled per consecutive crash up to `MAX_BACKOFF_MS`. */
 const MIN_BACKOFF_MS = 250
 const MAX_BACKOFF_MS = 30_000
-/** A child up this long has its backoff reset: its next crash restarts it at once. */
+/** A child up this long has its backoff reset: its next crash restarts it after `MIN_BACKOFF_MS`. */
 const STABLE_AFTER_MS = 60_000
 /** How long a child may take to stop after SIGTERM before it is killed. */
 const STOP_TIMEOUT_MS = 30_000
@@ -60,7 +60,7 @@ const describeExit = (code: number | null, signal: string | null) =>
 
 const supervise = Effect.gen(function* () {
   // A bad configuration stops everything before any child starts, with the file's own message.
-  const config = yield* loadConfig
+  const config = yield* ConfigFile.fromSettings
   const ingress = yield* IngressConfig.config
   const http = yield* ServingConfig.http
   const runFork = Runtime.runFork(yield* Effect.runtime<never>())
@@ -98,14 +98,19 @@ const supervise = Effect.gen(function* () {
 
   const start = (child: Child) => {
     child.timer = undefined
+    if (stopping) return
     child.state = child.restarts === 0 ? "starting" : "restarting"
     child.startedAt = Date.now()
     // The entry point this supervisor was started with (src/main.ts under tsx, or bin/sluice.js).
     cluster.setupPrimary({ exec: process.argv[1]!, args: [...args, "--role", child.roles.join(",")] })
-    const worker = cluster.fork({ SLUICE_CHILD_NAME: child.name })
+    const worker = cluster.fork()
     child.worker = worker
+    // A failed IPC write (a child dying while a report is sent to it) is reported here; without a
+    // listener it would be an uncaught exception that takes the supervisor down.
+    worker.on("error", (error) => log(Effect.logWarning(`${child.name}: ${error.message}`)))
     worker.on("message", (message: SupervisorMessage) => {
-      if (message?.type !== "sluice/ready") return
+      // A late message from a worker already replaced, or one arriving during shutdown, changes nothing.
+      if (message?.type !== "sluice/ready" || child.worker !== worker || stopping) return
       child.state = "running"
       child.everReady = true
       log(Effect.logInfo(`${child.name} (pid ${worker.process.pid}) is up`))
@@ -116,6 +121,7 @@ const supervise = Effect.gen(function* () {
       }
     })
     worker.on("exit", (code, signal) => {
+      if (child.worker !== worker) return
       child.worker = undefined
       child.lastExit = describeExit(code, signal)
       if (stopping) {
@@ -167,6 +173,8 @@ const supervise = Effect.gen(function* () {
   yield* Effect.addFinalizer(() =>
     Effect.gen(function* () {
       stopping = true
+      // No restart may start once shutdown has begun.
+      for (const child of children) if (child.timer !== undefined) clearTimeout(child.timer)
       yield* Effect.logInfo("stopping: ingress first, then processor and serving")
       yield* Effect.forEach(
         children.filter((c) => c.roles.includes("ingress")),
@@ -188,8 +196,8 @@ const supervise = Effect.gen(function* () {
   // connection limit declines to the next worker, in a loop while all are full, holding it open
   // and uncounted; this way a worker at its limit refuses (and counts) the connection.
   cluster.schedulingPolicy = cluster.SCHED_NONE
-  // Processor and serving first, so the stream's consumer is there when devices arrive.
-  for (const child of [...children].reverse()) start(child)
+  // All at once: ingress does not wait for the processor, the log absorbs until it reads.
+  for (const child of children) start(child)
   yield* failed.await
   return yield* Effect.fail(failure ?? "a child failed")
 })
@@ -200,11 +208,22 @@ export const run = (provider: ConfigProvider.ConfigProvider) => {
     Effect.withConfigProvider(provider),
     Effect.catchAll((error) =>
       Effect.sync(() => {
-        const message = typeof error === "string" ? error : (error as { message?: string }).message
+        // A ConfigError's message lacks the key it is about; its string form names it.
+        const message =
+          typeof error === "string" ? error : ConfigError.isConfigError(error) ? String(error) : error.message
         console.error(`sluice: refusing to start\n${message}`)
         process.exit(1)
       }),
     ),
     NodeRuntime.runMain({ disablePrettyLogger: true }),
   )
+  // runMain handles the first SIGINT/SIGTERM and then removes its handlers, so a second one (npm
+  // forwards a terminal's Ctrl-C on top of the group's own) would kill the supervisor in the
+  // middle of the ordered stop. The stop goes on; SIGKILL is the way to force it.
+  let signals = 0
+  const again = (signal: string) => {
+    if (++signals > 1) console.error(`sluice: ${signal} received; already stopping in order (SIGKILL forces)`)
+  }
+  process.on("SIGINT", again)
+  process.on("SIGTERM", again)
 }

@@ -3,29 +3,21 @@
  * registry loaded from the configuration file, the metrics registry labelled with the roles, and
  * the process's health.
  */
-import { Config, Effect, Layer } from "effect"
+import { Effect, Layer } from "effect"
 import * as Health from "../observability/Health.js"
 import * as Metrics from "../observability/Metrics.js"
 import * as DataDir from "../platform/DataDir.js"
-import * as KinesisStreamLog from "../stream/KinesisStreamLog.js"
-import * as SqliteStreamLog from "../stream/SqliteStreamLog.js"
 import * as StreamConfig from "../stream/StreamConfig.js"
 import * as ConfigFile from "../tenancy/ConfigFile.js"
 import * as SharedQuota from "../tenancy/SharedQuota.js"
 import * as Tenancy from "../tenancy/Tenancy.js"
 
-/** The platform configuration file (SLUICE_CONFIG_FILE, `--config`). */
-export const configFile = Config.string("config_file").pipe(
-  Config.withDefault("config/demo.yaml"),
-  Config.nested("sluice"),
-)
-
-/** The configuration file, loaded and validated (a `ConfigFileError` names file, path and reason). */
-export const loadConfig = Effect.flatMap(configFile, ConfigFile.load)
-
+/** The configured backend, its module loaded only if it is the one in use (no AWS SDK on a laptop). */
 const StreamLive = Layer.unwrapEffect(
-  Effect.map(StreamConfig.backend, (backend) =>
-    backend === "kinesis" ? KinesisStreamLog.layer : SqliteStreamLog.layer,
+  Effect.flatMap(StreamConfig.backend, (backend) =>
+    backend === "kinesis"
+      ? Effect.promise(() => import("../stream/KinesisStreamLog.js")).pipe(Effect.map((m) => m.layer))
+      : Effect.promise(() => import("../stream/SqliteStreamLog.js")).pipe(Effect.map((m) => m.layer)),
   ),
 )
 
@@ -36,7 +28,7 @@ const StreamLive = Layer.unwrapEffect(
 const TenancyLive = (roles: ReadonlyArray<Health.Role>) =>
   Layer.unwrapScoped(
     Effect.gen(function* () {
-      const config = yield* loadConfig
+      const config = yield* ConfigFile.fromSettings
       if (!roles.includes("ingress")) return Tenancy.layer(config)
       const quotas = yield* SharedQuota.make(yield* DataDir.dataDir, Tenancy.quotaRates(config))
       return Tenancy.layer(config, quotas)

@@ -4,12 +4,26 @@
  * ClickHouse, chDB or the actors. Ready once both listeners listen; at shutdown it is the first
  * role to stop (not ready, stop accepting, answer what was appended, close).
  */
-import { Layer } from "effect"
+import { Effect, Layer } from "effect"
 import * as IngressHttpServer from "../ingress/IngressHttpServer.js"
 import * as MqttBroker from "../ingress/MqttBroker.js"
 import * as Health from "../observability/Health.js"
+import * as ServingConfig from "../serving/ServingConfig.js"
 
-/** Requires StreamLog, Tenancy, Metrics, Health. */
-export const layer = Health.readyWhileAlive("ingress").pipe(
-  Layer.provide(Layer.mergeAll(MqttBroker.layer, IngressHttpServer.layer)),
-)
+/**
+ * Requires StreamLog, Tenancy, Metrics, Health. `servingInProcess`: the serving API listens in this
+ * process too, so its connections are kept out of the MQTT connection limit as well.
+ */
+export const layer = (options: { readonly servingInProcess: boolean }) =>
+  Health.readyWhileAlive("ingress").pipe(
+    Layer.provide(
+      Layer.mergeAll(
+        options.servingInProcess
+          ? Layer.unwrapEffect(
+              Effect.map(ServingConfig.http, (http) => MqttBroker.layerBeside(http.maxConnections)),
+            )
+          : MqttBroker.layer,
+        IngressHttpServer.layer,
+      ),
+    ),
+  )

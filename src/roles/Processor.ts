@@ -7,15 +7,10 @@
 import { Effect, Layer } from "effect"
 import * as LiveFeed from "../actors/LiveFeed.js"
 import * as Processor from "../actors/Processor.js"
-import * as Health from "../observability/Health.js"
 import * as HealthServer from "../observability/HealthServer.js"
 import * as ServingConfig from "../serving/ServingConfig.js"
 import * as ClickHouseTelemetryStore from "../storage/ClickHouseTelemetryStore.js"
-import { storeProbe } from "./StoreProbe.js"
-
-const ready = Layer.unwrapEffect(
-  Effect.map(storeProbe, (probe) => Health.readyWhileAlive("processor", probe)),
-)
+import { readyWithStore } from "./StoreProbe.js"
 
 /**
  * Requires StreamLog, Tenancy, Metrics, Health. The store and the LiveFeed are the same layers
@@ -23,7 +18,7 @@ const ready = Layer.unwrapEffect(
  * memoised by reference): one chDB, one feed.
  */
 export const layer = (options: { readonly healthListener: boolean }) =>
-  ready.pipe(
+  readyWithStore("processor").pipe(
     Layer.provide(
       options.healthListener
         ? Layer.merge(

@@ -6,17 +6,13 @@
  */
 import { Data, Effect, Layer } from "effect"
 import * as LiveFeed from "../actors/LiveFeed.js"
-import * as Health from "../observability/Health.js"
 import * as HttpServer from "../serving/HttpServer.js"
-import * as StreamTail from "../serving/live/StreamTail.js"
 import * as ClickHouseTelemetryStore from "../storage/ClickHouseTelemetryStore.js"
 import * as StorageConfig from "../storage/StorageConfig.js"
-import { storeProbe } from "./StoreProbe.js"
+import { readyWithStore } from "./StoreProbe.js"
 
 /** A role set this process cannot run; `message` says why and what to do. */
 export class RoleRefused extends Data.TaggedError("RoleRefused")<{ readonly message: string }> {}
-
-const ready = Layer.unwrapEffect(Effect.map(storeProbe, (probe) => Health.readyWhileAlive("serving", probe)))
 
 /**
  * Requires StreamLog, Tenancy, Metrics, Health. `withProcessor`: the processor runs in this
@@ -35,9 +31,18 @@ export const layer = (options: { readonly withProcessor: boolean }) =>
             "without --role to get every role on this machine.",
         })
       }
-      return ready.pipe(
+      return readyWithStore("serving").pipe(
         Layer.provide(HttpServer.layer),
-        Layer.provide(options.withProcessor ? Layer.empty : StreamTail.layer),
+        // The tail (and the device-class decoding it loads) only where the processor is not.
+        Layer.provide(
+          options.withProcessor
+            ? Layer.empty
+            : Layer.unwrapEffect(
+                Effect.promise(() => import("../serving/live/StreamTail.js")).pipe(
+                  Effect.map((m) => m.layer),
+                ),
+              ),
+        ),
         Layer.provide(LiveFeed.layer),
         Layer.provide(ClickHouseTelemetryStore.layer),
       )

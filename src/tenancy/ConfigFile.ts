@@ -5,7 +5,7 @@
  */
 import { readFile } from "node:fs/promises"
 import { extname } from "node:path"
-import { Effect, Either, ParseResult, Schema } from "effect"
+import { Config, Effect, Either, ParseResult, Schema } from "effect"
 import { type Document, isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml"
 import * as DeviceClass from "./DeviceClass.js"
 import { PlatformConfig } from "./PlatformConfig.js"
@@ -217,3 +217,12 @@ export const check = (config: PlatformConfig): ReadonlyArray<{ path: Path; reaso
   }
   return problems
 }
+
+/** The platform configuration file's path (SLUICE_CONFIG_FILE, `--config`). */
+export const path = Config.string("config_file").pipe(
+  Config.withDefault("config/demo.yaml"),
+  Config.nested("sluice"),
+)
+
+/** The configuration file named by the settings, loaded and validated. */
+export const fromSettings = Effect.flatMap(path, load)

@@ -6,6 +6,7 @@
  */
 import { spawn } from "node:child_process"
 import { mkdtempSync, readFileSync } from "node:fs"
+import net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -159,6 +160,38 @@ const runSluice = (args: ReadonlyArray<string>, env: Record<string, string>, ms:
     })
   })
 
+describe("the supervisor at start", () => {
+  it("stops everything with exit 1 when a child cannot come up (its port is taken), saying which", {
+    timeout: 60_000,
+  }, async () => {
+    const taken = net.createServer()
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve))
+    const httpPort = (taken.address() as net.AddressInfo).port
+    try {
+      const dataDir = mkdtempSync(join(tmpdir(), "sluice-port-taken-"))
+      const { code, output } = await runSluice(
+        [
+          "--host",
+          "127.0.0.1",
+          "--mqtt-port",
+          String(await freePort()),
+          "--ingress-http-port",
+          String(await freePort()),
+          "--http-port",
+          String(httpPort),
+        ],
+        { SLUICE_DATA_DIR: dataDir },
+        45_000,
+      )
+      expect(code, output).toBe(1)
+      expect(output).toContain("processor+serving failed to start")
+      expect(output).not.toContain("Sluice is running")
+    } finally {
+      taken.close()
+    }
+  })
+})
+
 describe("roles alone", () => {
   it("refuses --role serving alone with the embedded store, saying why and what to do", {
     timeout: 60_000,
@@ -174,7 +207,7 @@ describe("roles alone", () => {
     expect(output).toContain("SLUICE_CLICKHOUSE_URL")
   })
 
-  it("runs --role ingress alone without loading storage, chDB or the processor", {
+  it("runs --role ingress alone without loading storage, chDB, the processor or the unused Kinesis backend", {
     timeout: 60_000,
   }, async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "sluice-ingress-alone-"))
@@ -226,7 +259,7 @@ describe("roles alone", () => {
       expect(loaded.some((url) => url.includes("/src/roles/Ingress.ts"))).toBe(true)
       expect(loaded.some((url) => url.includes("/src/ingress/MqttBroker.ts"))).toBe(true)
       const forbidden = loaded.filter((url) =>
-        /\/src\/(storage|actors)\/|\/src\/serving\/(?!ServingConfig)|\/src\/roles\/(Processor|Serving)\.ts|node_modules\/(chdb|@clickhouse)\//.test(
+        /\/src\/(storage|actors)\/|\/src\/serving\/(?!ServingConfig)|\/src\/roles\/(Processor|Serving)\.ts|node_modules\/(chdb|@clickhouse|@aws-sdk)\/|\/src\/stream\/Kinesis/.test(
           url,
         ),
       )

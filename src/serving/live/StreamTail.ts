@@ -118,8 +118,9 @@ export const make = (config: LiveTailConfig.LiveTailConfig) =>
         return Position.AtTimestamp({ at: startedAt })
       }
       return Effect.suspend(() => resume(position())).pipe(
-        // A second embedded-log instance (another process's appends) knows a stale newest record,
-        // so it may refuse a position past it: read from its `Latest` and skip what was seen.
+        // A backstop, not a path taken today: every backend checks positions against the stream as
+        // it is now. Should one still refuse the last seen position, `Latest` (skipping what was
+        // seen) keeps the feed live, at the price of what arrived in between.
         Effect.catchTag("PositionPastEnd", () => resume(Position.Latest())),
         retryUnavailable("opening a reader"),
       )
