@@ -7,7 +7,7 @@ import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Queue } from "effect"
 import * as LiveFeed from "../../src/actors/LiveFeed.js"
 import * as Processor from "../../src/actors/Processor.js"
 import * as ProcessorConfig from "../../src/actors/ProcessorConfig.js"
@@ -95,6 +95,36 @@ const until = <A>(probe: Effect.Effect<A, unknown, TelemetryStore>, done: (a: A)
 const expected = (n: number) => Array.from({ length: n }, (_, i) => `m${i}`)
 
 describe("storage failing", () => {
+  it.scopedLive(
+    "backpressure: a shard stops pulling at max_inflight_records unstored records, however small its pulls",
+    () => {
+      failing.clear()
+      failing.add("demo")
+      return Effect.gen(function* () {
+        const log = yield* StreamLog
+        const live = yield* LiveFeed.LiveFeed
+        const feed = yield* live.subscribe("demo", "thermo-1")
+        yield* log.append(Array.from({ length: 400 }, (_, i) => record("demo", "thermo-1", i)))
+        // Readings reach the live feed as they are pulled: the feed counts what was pulled and sent.
+        yield* Effect.sleep("1500 millis")
+        const pulled = yield* Queue.takeAll(feed)
+        // Ten pulls of 10 (more than the mailbox's or any batch count would say), then nothing.
+        expect(pulled.length).toBe(100)
+        failing.clear()
+        expect(yield* until(ids("demo", "thermo-1"), (got) => got.length >= 400)).toEqual(expected(400))
+      }).pipe(
+        Effect.provide(
+          layers(dirs(), {
+            pullMaxRecords: 10,
+            maxInflightRecords: 100,
+            idlePollMs: 1,
+            spillAfterMs: 60_000,
+          }),
+        ),
+      )
+    },
+  )
+
   it.scopedLive(
     "all of it: the stream absorbs, the checkpoint waits, everything lands once when storage returns",
     () => {
