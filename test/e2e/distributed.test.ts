@@ -1,0 +1,165 @@
+/**
+ * The roles as independent processes on one machine, composed by hand the way separate machines
+ * would run them (no supervisor): two `--role ingress` processes and one `--role processor,serving`
+ * sharing a data directory. Devices post to either ingress; everything lands once; a tenant's
+ * quota holds for both ingress processes together.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { mkdtempSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { eventually, freePort, isReady } from "./platform.js"
+
+const root = fileURLToPath(new URL("../..", import.meta.url))
+const DEMO_KEY = "demo-api-key-0123456789"
+
+interface RoleProcess {
+  readonly child: ChildProcess
+  readonly output: () => string
+}
+
+const startRole = (args: ReadonlyArray<string>, dataDir: string): RoleProcess => {
+  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts", "--host", "127.0.0.1", ...args], {
+    cwd: root,
+    env: { ...process.env, SLUICE_DATA_DIR: dataDir, SLUICE_PROCESSOR_FLUSH_INTERVAL_MS: "20" },
+    stdio: ["ignore", "pipe", "pipe"],
+  })
+  let output = ""
+  child.stdout!.on("data", (c: Buffer) => (output = (output + c.toString()).slice(-20_000)))
+  child.stderr!.on("data", (c: Buffer) => (output = (output + c.toString()).slice(-20_000)))
+  return { child, output: () => output }
+}
+
+const stop = (role: RoleProcess) =>
+  new Promise<number | null>((resolve) => {
+    if (role.child.exitCode !== null) return resolve(role.child.exitCode)
+    role.child.once("exit", (code) => resolve(code))
+    role.child.kill("SIGTERM")
+    setTimeout(() => role.child.kill("SIGKILL"), 30_000).unref()
+  })
+
+const post = (url: string, credential: string, body: unknown) =>
+  fetch(`${url}/v1/telemetry`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${credential}` },
+    body: JSON.stringify(body),
+  }).then((r) => r.status)
+
+describe("roles composed by hand: two ingress processes and a processor+serving", () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "sluice-distributed-"))
+  const roles: Array<RoleProcess> = []
+  let api = ""
+  const ingest: Array<string> = []
+
+  beforeAll(async () => {
+    const httpPort = await freePort()
+    api = `http://127.0.0.1:${httpPort}`
+    roles.push(startRole(["--role", "processor,serving", "--http-port", String(httpPort)], dataDir))
+    for (let i = 0; i < 2; i++) {
+      const [mqtt, http] = [await freePort(), await freePort()]
+      ingest.push(`http://127.0.0.1:${http}`)
+      roles.push(
+        startRole(
+          ["--role", "ingress", "--mqtt-port", String(mqtt), "--ingress-http-port", String(http)],
+          dataDir,
+        ),
+      )
+    }
+    const ready = await eventually(
+      async () => (await Promise.all([api, ...ingest].map(isReady))).every(Boolean),
+      (all) => all,
+    )
+    expect(ready, roles.map((r) => r.output()).join("\n---\n")).toBe(true)
+  }, 90_000)
+
+  afterAll(async () => {
+    // Ingress first, as the supervisor would.
+    const codes = [...(await Promise.all(roles.slice(1).map(stop))), await stop(roles[0]!)]
+    expect(codes).toEqual([0, 0, 0])
+  }, 60_000)
+
+  it("stores what devices post to either ingress process exactly once", { timeout: 60_000 }, async () => {
+    const statuses = await Promise.all(
+      Array.from({ length: 100 }, (_, i) =>
+        post(ingest[i % 2]!, "thermo-2-secret", {
+          id: `d${i}`,
+          ts: Date.now() - 1000 + i,
+          temp_f: 70,
+          humidity: 40,
+        }),
+      ),
+    )
+    expect(statuses.every((s) => s === 202)).toBe(true)
+    const stored = await eventually(
+      async () => {
+        const response = await fetch(`${api}/v1/devices/thermo-2/telemetry?from=0&limit=1000`, {
+          headers: { authorization: `Bearer ${DEMO_KEY}` },
+        })
+        return ((await response.json()) as { readings: Array<{ msgId: string }> }).readings.map(
+          (r) => r.msgId,
+        )
+      },
+      (ids) => ids.length >= 100,
+    )
+    expect([...stored].sort()).toEqual(Array.from({ length: 100 }, (_, i) => `d${i}`).sort())
+  })
+
+  it("holds a tenant's quota for both ingress processes together", { timeout: 60_000 }, async () => {
+    // Tenant `other`: 100 messages/s, a burst of 100. Both processes are asked as fast as they answer.
+    const seconds = 2
+    const until = Date.now() + seconds * 1000
+    const accepted = [0, 0]
+    let throttled = 0
+    const lane = async (worker: number) => {
+      for (let i = 0; Date.now() < until; i++) {
+        const status = await post(ingest[worker]!, "other-thermo-1-secret", {
+          id: `q${worker}-${i}`,
+          temp_f: 70,
+          humidity: 40,
+        })
+        if (status === 202) accepted[worker]!++
+        else if (status === 429) throttled++
+        else throw new Error(`unexpected ${status}`)
+      }
+    }
+    await Promise.all([0, 1, 0, 1, 0, 1].map(lane))
+    const total = accepted[0]! + accepted[1]!
+    // At most rate × T + burst + one 5-token lease per process; one bucket per process would allow twice that.
+    expect(total).toBeLessThanOrEqual(100 * seconds + 100 + 2 * 5 + 5)
+    expect(total).toBeGreaterThanOrEqual(100 * seconds)
+    expect(accepted[0]).toBeGreaterThan(0)
+    expect(accepted[1]).toBeGreaterThan(0)
+    expect(throttled).toBeGreaterThan(0)
+  })
+})
+
+describe("a processor alone", () => {
+  it("answers /healthz, /readyz and /metrics on the serving port setting", { timeout: 60_000 }, async () => {
+    const httpPort = await freePort()
+    const url = `http://127.0.0.1:${httpPort}`
+    const role = startRole(
+      ["--role", "processor", "--http-port", String(httpPort)],
+      mkdtempSync(join(tmpdir(), "sluice-processor-alone-")),
+    )
+    try {
+      expect(
+        await eventually(
+          () => isReady(url),
+          (r) => r,
+        ),
+        role.output(),
+      ).toBe(true)
+      const health = (await (await fetch(`${url}/healthz`)).json()) as { roles: Array<string> }
+      expect(health.roles).toEqual(["processor"])
+      expect(await (await fetch(`${url}/metrics`)).text()).toContain('role="processor"')
+      // Only health: no tenant API here.
+      expect(
+        (await fetch(`${url}/v1/devices`, { headers: { authorization: `Bearer ${DEMO_KEY}` } })).status,
+      ).toBe(404)
+    } finally {
+      expect(await stop(role)).toBe(0)
+    }
+  })
+})
