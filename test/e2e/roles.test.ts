@@ -10,6 +10,7 @@ import net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
+import mqtt from "mqtt"
 import { describe, expect, it } from "vitest"
 import { byDevice, type Fleet, startFleet, storedIds } from "./fleet.js"
 import {
@@ -159,6 +160,39 @@ const runSluice = (args: ReadonlyArray<string>, env: Record<string, string>, ms:
       resolve({ code, output })
     })
   })
+
+describe("limits across ingress workers", () => {
+  it("holds the MQTT connection limit for the workers of the machine together", {
+    timeout: 90_000,
+  }, async () => {
+    const platform = await startPlatform({
+      args: ["--ingress-workers", "2"],
+      env: { SLUICE_INGRESS_MQTT_MAX_CONNECTIONS: "4" },
+    })
+    const clients: Array<mqtt.MqttClient> = []
+    try {
+      const attempts = await Promise.allSettled(
+        Array.from({ length: 12 }, (_, i) =>
+          mqtt.connectAsync(platform.mqttUrl, {
+            username: "thermo-1",
+            password: "thermo-1-secret",
+            clientId: `limit-${i}`,
+            reconnectPeriod: 0,
+            connectTimeout: 5_000,
+          }),
+        ),
+      )
+      for (const a of attempts) if (a.status === "fulfilled") clients.push(a.value)
+      // Two workers with 2 each: never more than 4 together (fewer if the kernel sends a worker more than its share).
+      expect(clients.length).toBeGreaterThanOrEqual(1)
+      expect(clients.length).toBeLessThanOrEqual(4)
+      expect(await platform.stop()).toBe(0)
+    } finally {
+      for (const c of clients) c.end(true)
+      await platform.kill().catch(() => {})
+    }
+  })
+})
 
 describe("the supervisor at start", () => {
   it("stops everything with exit 1 when a child cannot come up (its port is taken), saying which", {
