@@ -146,6 +146,7 @@ const startPlatform = async () => {
   const mqttPort = await freePort()
   const ingestPort = await freePort()
   const httpPort = await freePort()
+  const supervisorPort = await freePort()
   const child = node(
     [
       "src/main.ts",
@@ -159,7 +160,7 @@ const startPlatform = async () => {
       String(httpPort),
       ...(values["single-process"]
         ? ["--single-process"]
-        : ["--ingress-workers", values["ingress-workers"]!]),
+        : ["--ingress-workers", values["ingress-workers"]!, "--supervisor-port", String(supervisorPort)]),
     ],
     { SLUICE_DATA_DIR: mkdtempSync(join(tmpdir(), "sluice-bench-e2e-")) },
     // As `npm start` runs it: a larger young generation means fewer scavenges (about 25 % less GC time).

@@ -10,6 +10,7 @@ import { ROLES, type Role } from "../observability/Health.js"
 
 export const usage = `usage: sluice [--role ROLES | --single-process] [--config FILE] [--data-dir DIR]
               [--mqtt-port N] [--ingress-http-port N] [--http-port N] [--host ADDR] [--ingress-workers N]
+              [--supervisor-port N]
 
   (no --role)            run every role, each tier in its own child process under a supervisor
                          that restarts a child that dies and shuts down in order (the default)
@@ -65,6 +66,7 @@ export const parse = (argv: ReadonlyArray<string>): Cli => {
       role: { type: "string" },
       "single-process": { type: "boolean", default: false },
       "ingress-workers": { type: "string" },
+      "supervisor-port": { type: "string" },
       config: { type: "string" },
       "data-dir": { type: "string" },
       "mqtt-port": { type: "string" },
@@ -94,6 +96,7 @@ export const parse = (argv: ReadonlyArray<string>): Cli => {
   set("ingress", "http_port", values["ingress-http-port"])
   set("ingress", "http_host", values.host)
   set("ingress", "workers", values["ingress-workers"])
+  set("supervisor", "port", values["supervisor-port"])
   set("http", "port", values["http-port"])
   set("http", "host", values.host)
   const env = ConfigProvider.fromEnv().pipe(ConfigProvider.constantCase)

@@ -8,8 +8,10 @@ import { NodeRuntime } from "@effect/platform-node"
 import { type ConfigProvider, Effect, Layer } from "effect"
 import * as IngressConfig from "../ingress/IngressConfig.js"
 import { type ChildState, Health, type Role } from "../observability/Health.js"
+import { Metrics } from "../observability/Metrics.js"
 import * as ServingConfig from "../serving/ServingConfig.js"
 import * as ConfigFile from "../tenancy/ConfigFile.js"
+import * as MachineMetrics from "./MachineMetrics.js"
 import * as Welcome from "./Welcome.js"
 
 /** Messages between the supervisor and its children (node:cluster's IPC channel). */
@@ -31,6 +33,7 @@ export const announce = (roles: ReadonlyArray<Role>) =>
         }
         process.on("message", onMessage)
         yield* Effect.addFinalizer(() => Effect.sync(() => process.off("message", onMessage)))
+        MachineMetrics.answerSupervisor((yield* Metrics).registry)
         process.send?.({ type: "sluice/ready" } satisfies SupervisorMessage)
         return
       }

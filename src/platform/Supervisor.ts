@@ -22,6 +22,7 @@ import * as IngressConfig from "../ingress/IngressConfig.js"
 import type { ChildState, Role } from "../observability/Health.js"
 import * as ServingConfig from "../serving/ServingConfig.js"
 import * as ConfigFile from "../tenancy/ConfigFile.js"
+import * as MachineMetrics from "./MachineMetrics.js"
 import type { SupervisorMessage } from "./Process.js"
 import * as Welcome from "./Welcome.js"
 
@@ -117,7 +118,15 @@ const supervise = Effect.gen(function* () {
       broadcast()
       if (!announced && children.every((c) => c.state === "running")) {
         announced = true
-        console.log(Welcome.banner(config, ["ingress", "processor", "serving"], ingress, http).join("\n"))
+        const lines = Welcome.banner(config, ["ingress", "processor", "serving"], ingress, http)
+        const host = http.host === "0.0.0.0" || http.host === "::" ? "127.0.0.1" : http.host
+        console.log(
+          [
+            lines[0],
+            `  machine      http://${host}:${opsAddress.port}/metrics (every process)   /healthz (every child)`,
+            ...lines.slice(1),
+          ].join("\n"),
+        )
       }
     })
     worker.on("exit", (code, signal) => {
@@ -190,6 +199,17 @@ const supervise = Effect.gen(function* () {
       yield* Effect.logInfo("every child stopped")
     }),
   )
+
+  const opsPort = yield* MachineMetrics.port
+  const ops = yield* MachineMetrics.serve({
+    host: http.host,
+    port: opsPort,
+    children: () => children.map(stateOf),
+  }).pipe(
+    Effect.mapError((error) => `the supervisor cannot listen on ${http.host}:${opsPort}: ${error.message}`),
+  )
+  const opsAddress = ops.address() as { port: number }
+  yield* Effect.logInfo(`supervisor: the machine's /metrics and /healthz on ${http.host}:${opsAddress.port}`)
 
   // Each worker accepts from the shared listening socket itself. With node:cluster's default
   // round-robin the supervisor would accept every connection and re-offer one that a worker at its

@@ -14,6 +14,8 @@ import { fileURLToPath } from "node:url"
 const root = fileURLToPath(new URL("../..", import.meta.url))
 
 export interface Ports {
+  /** The supervisor's machine-wide /metrics and /healthz. */
+  readonly supervisor: number
   readonly mqtt: number
   /** The ingress role's HTTP ingest listener. */
   readonly ingest: number
@@ -36,6 +38,8 @@ export interface Platform {
   readonly httpUrl: string
   /** The HTTP ingest listener (`POST /v1/telemetry`). */
   readonly ingestUrl: string
+  /** The supervisor's listener (machine-wide /metrics). */
+  readonly supervisorUrl: string
   /** The top process's pid (the supervisor by default). */
   readonly pid: number
   readonly dataDir: string
@@ -73,7 +77,12 @@ export const startPlatform = async (
   } = {},
 ): Promise<Platform> => {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "sluice-e2e-"))
-  const ports = options.ports ?? { mqtt: await freePort(), ingest: await freePort(), http: await freePort() }
+  const ports = options.ports ?? {
+    supervisor: await freePort(),
+    mqtt: await freePort(),
+    ingest: await freePort(),
+    http: await freePort(),
+  }
   const child = spawn(
     process.execPath,
     [
@@ -88,6 +97,8 @@ export const startPlatform = async (
       String(ports.mqtt),
       "--ingress-http-port",
       String(ports.ingest),
+      "--supervisor-port",
+      String(ports.supervisor),
       "--http-port",
       String(ports.http),
       ...(options.args ?? []),
@@ -128,6 +139,7 @@ export const startPlatform = async (
     mqttUrl: `mqtt://127.0.0.1:${ports.mqtt}`,
     httpUrl,
     ingestUrl,
+    supervisorUrl: `http://127.0.0.1:${ports.supervisor}`,
     pid: child.pid!,
     dataDir,
     output: () => output,

@@ -84,6 +84,13 @@ describe("the tiers as processes", () => {
       expect(fleet.acked.size).toBe(fleet.sent())
       expect(fleet.acked.size).toBeGreaterThan(3_000)
       await expectStoredOnce(platform, fleet)
+      // The supervisor's scrape covers every process: ingress's acks and processor's stores together.
+      const machine = await (await fetch(`${platform.supervisorUrl}/metrics`)).text()
+      const value = (series: RegExp) => Number(machine.match(series)?.[1] ?? Number.NaN)
+      expect(value(/sluice_ingested_messages_total\{transport="mqtt",role="ingress"\} (\d+)/)).toBe(
+        fleet.acked.size,
+      )
+      expect(value(/sluice_stored_readings_total\{role="processor\+serving"\} (\d+)/)).toBe(fleet.acked.size)
       expect(await platform.stop()).toBe(0)
     } finally {
       await platform.kill().catch(() => {})
@@ -213,6 +220,8 @@ describe("the supervisor at start", () => {
           String(await freePort()),
           "--http-port",
           String(httpPort),
+          "--supervisor-port",
+          String(await freePort()),
         ],
         { SLUICE_DATA_DIR: dataDir },
         45_000,
