@@ -28,9 +28,11 @@
  * trouble in a bookkeeping file into an ingest outage for every tenant with a quota, while the
  * durable log is fine; failing open would let one tenant flood the log for as long as the file
  * stays broken. The fallback keeps every tenant bounded, at W times its quota at worst, for as
- * long as the outage lasts. The busy timeout is short (25 ms) because `reserve` blocks its
- * worker's event loop, and every tenant on it, while it waits; transactions take microseconds, so
- * a lock held longer than that is an outage, not contention.
+ * long as the outage lasts. The busy timeout (250 ms) bounds how long `reserve` may block its
+ * worker's event loop, and every tenant on it, while another worker holds the lock. Transactions
+ * take microseconds, but on a loaded machine their holder can be descheduled for tens of
+ * milliseconds (25 ms was measured too short on a busy 2-core CI box: the fallback kicked in and
+ * let a tenant overshoot); a lock held past 250 ms is an outage, not contention.
  */
 import { mkdirSync } from "node:fs"
 import { join } from "node:path"
@@ -49,7 +51,7 @@ export interface Options {
   readonly now?: () => number
   /** How much of the rate one lease takes, ms (default 50). */
   readonly leaseMs?: number
-  /** How long a transaction may wait for another worker's lock, ms (default 25). */
+  /** How long a transaction may wait for another worker's lock, ms (default 250). */
   readonly busyTimeoutMs?: number
   /** How long to use the in-memory fallback after the file failed, ms (default 1,000). */
   readonly retryMs?: number
@@ -107,7 +109,7 @@ export const make = (
             tokens REAL NOT NULL,
             at REAL NOT NULL
           ) WITHOUT ROWID`)
-          db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 25}`)
+          db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 250}`)
           return db
         },
         catch: (cause) => new QuotaFileUnavailable({ reason: reason(cause) }),

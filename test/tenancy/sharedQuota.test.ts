@@ -193,7 +193,8 @@ const startWorker = (dataDir: string, tenantId: string, rate: number) => {
       buffered = lines.pop()!
       for (const line of lines) {
         if (line === "ready") onReady()
-        else resolve(JSON.parse(line) as WorkerResult)
+        // Only the result is JSON; anything else is the worker's log.
+        else if (line.startsWith("{")) resolve(JSON.parse(line) as WorkerResult)
       }
     })
     child.on("error", reject)
