@@ -1,5 +1,6 @@
 /**
- * Local Kinesis emulators for integration tests.
+ * Local AWS emulators for integration tests: Kinesis (kinesis-mock, kinesalite) and DynamoDB
+ * (dynalite, for the shard lease table).
  *
  * Each emulator runs as a child process rather than in the test worker: kinesalite, for one, throws
  * from a LevelDB callback on some malformed requests (e.g. ListShards with only a NextToken) and
@@ -13,14 +14,18 @@ import { createRequire } from "node:module"
 import net from "node:net"
 import os from "node:os"
 import path from "node:path"
+import { DynamoDBClient, ListTablesCommand } from "@aws-sdk/client-dynamodb"
 import { KinesisClient, ListStreamsCommand } from "@aws-sdk/client-kinesis"
 import { NodeHttpHandler } from "@smithy/node-http-handler"
 
-export interface KinesisEmulator {
-  readonly name: "kinesis-mock" | "kinesalite"
+export interface Emulator<Name extends string = string> {
+  readonly name: Name
   readonly endpoint: string
   readonly stop: () => Promise<void>
 }
+
+export type KinesisEmulator = Emulator<"kinesis-mock" | "kinesalite">
+export type DynamoEmulator = Emulator<"dynalite">
 
 const HOST = "127.0.0.1"
 const READY_TIMEOUT_MS = 30_000
@@ -80,12 +85,45 @@ process.once("exit", () => {
   for (const child of liveChildren) child.kill("SIGKILL")
 })
 
-interface SpawnSpec {
-  readonly name: KinesisEmulator["name"]
+/** One real API call against a starting emulator, and how to dispose of its client. */
+interface Probe {
+  readonly call: () => Promise<unknown>
+  readonly close: () => void
+}
+
+interface SpawnSpec<Name extends string> {
+  readonly name: Name
   readonly script: string
   readonly args: ReadonlyArray<string>
   readonly env: Readonly<Record<string, string>>
   readonly port: number
+  /** Defaults to a Kinesis ListStreams call. */
+  readonly probe?: (endpoint: string) => Probe
+}
+
+// One attempt per poll and short timeouts: the poll loop itself is the retry.
+const probeHandler = () => new NodeHttpHandler({ connectionTimeout: 1_000, requestTimeout: 2_000 })
+
+const listStreamsProbe = (endpoint: string): Probe => {
+  const client = new KinesisClient({
+    endpoint,
+    region: "us-east-1",
+    credentials: FAKE_CREDENTIALS,
+    maxAttempts: 1,
+    requestHandler: probeHandler(),
+  })
+  return { call: () => client.send(new ListStreamsCommand({})), close: () => client.destroy() }
+}
+
+const listTablesProbe = (endpoint: string): Probe => {
+  const client = new DynamoDBClient({
+    endpoint,
+    region: "us-east-1",
+    credentials: FAKE_CREDENTIALS,
+    maxAttempts: 1,
+    requestHandler: probeHandler(),
+  })
+  return { call: () => client.send(new ListTablesCommand({})), close: () => client.destroy() }
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
@@ -94,10 +132,11 @@ const exitDescription = (code: number | null, signal: NodeJS.Signals | null): st
   signal !== null ? `signal ${signal}` : `code ${String(code)}`
 
 /**
- * Starts `node <script> <args>` and resolves once the emulator answers a real ListStreams call:
- * a listening socket alone is not enough, kinesis-mock accepts connections before it can serve.
+ * Starts `node <script> <args>` and resolves once the emulator answers a real API call (ListStreams
+ * unless told otherwise): a listening socket alone is not enough, kinesis-mock accepts connections
+ * before it can serve.
  */
-const startEmulator = async (spec: SpawnSpec): Promise<KinesisEmulator> => {
+const startEmulator = async <Name extends string>(spec: SpawnSpec<Name>): Promise<Emulator<Name>> => {
   const endpoint = `http://${HOST}:${spec.port}`
   const child = spawn(process.execPath, [spec.script, ...spec.args], {
     // A temp cwd: nothing the emulator might write (or read back) can land in the repository.
@@ -143,14 +182,7 @@ const startEmulator = async (spec: SpawnSpec): Promise<KinesisEmulator> => {
     return stopping
   }
 
-  const client = new KinesisClient({
-    endpoint,
-    region: "us-east-1",
-    credentials: FAKE_CREDENTIALS,
-    // One attempt per poll and short timeouts: the poll loop itself is the retry.
-    maxAttempts: 1,
-    requestHandler: new NodeHttpHandler({ connectionTimeout: 1_000, requestTimeout: 2_000 }),
-  })
+  const probe = (spec.probe ?? listStreamsProbe)(endpoint)
   const deadline = Date.now() + READY_TIMEOUT_MS
   let lastError: unknown
   try {
@@ -159,7 +191,7 @@ const startEmulator = async (spec: SpawnSpec): Promise<KinesisEmulator> => {
         throw new Error(`${spec.name} exited during startup (${exitInfo}):\n${output}`)
       }
       try {
-        await client.send(new ListStreamsCommand({}))
+        await probe.call()
         return { name: spec.name, endpoint, stop }
       } catch (error) {
         lastError = error
@@ -168,13 +200,13 @@ const startEmulator = async (spec: SpawnSpec): Promise<KinesisEmulator> => {
     }
     const reason = lastError instanceof Error ? `${lastError.name}: ${lastError.message}` : String(lastError)
     throw new Error(
-      `${spec.name} did not answer ListStreams within ${READY_TIMEOUT_MS} ms (${reason}):\n${output}`,
+      `${spec.name} did not answer its readiness probe within ${READY_TIMEOUT_MS} ms (${reason}):\n${output}`,
     )
   } catch (error) {
     await stop()
     throw error
   } finally {
-    client.destroy()
+    probe.close()
   }
 }
 
@@ -242,5 +274,32 @@ export const startKinesalite = async (): Promise<KinesisEmulator> => {
     ],
     port,
     env: { AWS_REGION: "us-east-1" },
+  })
+}
+
+/** dynalite (DynamoDB on LevelDB): in-memory unless `--path` is given, which we never do. */
+export const startDynalite = async (): Promise<DynamoEmulator> => {
+  const script = require.resolve("dynalite/cli.js")
+  const [port] = await freePorts(1)
+  if (port === undefined) throw new Error("could not reserve a port")
+  return startEmulator({
+    name: "dynalite",
+    script,
+    args: [
+      "--host",
+      HOST,
+      "--port",
+      String(port),
+      // CREATING / DELETING / UPDATING last 500 ms by default; 0 still passes through the state.
+      "--createTableMs",
+      "0",
+      "--deleteTableMs",
+      "0",
+      "--updateTableMs",
+      "0",
+    ],
+    port,
+    env: { AWS_REGION: "us-east-1" },
+    probe: listTablesProbe,
   })
 }
