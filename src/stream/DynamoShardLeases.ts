@@ -13,14 +13,12 @@ import {
   CreateTableCommand,
   DescribeTableCommand,
   DynamoDBClient,
-  type DynamoDBClientConfig,
   PutItemCommand,
   ScanCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb"
-import { NodeHttpHandler } from "@smithy/node-http-handler"
-import { Effect, Layer, Redacted, Schema } from "effect"
-import { type AwsError, call } from "./kinesisClient.js"
+import { Effect, Layer, Schema } from "effect"
+import { type AwsError, awsClientOptions, call } from "./kinesisClient.js"
 import * as LeasesConfig from "./LeasesConfig.js"
 import {
   type Lease,
@@ -42,31 +40,9 @@ const unavailable = (operation: string) => (e: AwsError) =>
 
 const CONDITION_FAILED = "ConditionalCheckFailedException"
 
-// Emulator timeouts as the Kinesis client's: a healthy call takes milliseconds.
-const EMULATOR_CONNECT_TIMEOUT_MS = 3_000
-const EMULATOR_REQUEST_TIMEOUT_MS = 10_000
-
 const makeClient = (config: LeasesConfig.DynamoLeasesConfig) =>
   Effect.acquireRelease(
-    Effect.sync(() => {
-      const options: DynamoDBClientConfig = { region: config.region }
-      if (config.accessKeyId !== undefined && config.secretAccessKey !== undefined) {
-        options.credentials = {
-          accessKeyId: config.accessKeyId,
-          secretAccessKey: Redacted.value(config.secretAccessKey),
-        }
-      }
-      if (config.endpoint !== undefined) {
-        options.endpoint = config.endpoint
-        // Emulators speak plain HTTP/1.1; a timeout that throws makes a silent emulator retryable.
-        options.requestHandler = new NodeHttpHandler({
-          connectionTimeout: EMULATOR_CONNECT_TIMEOUT_MS,
-          requestTimeout: EMULATOR_REQUEST_TIMEOUT_MS,
-          throwOnRequestTimeout: true,
-        })
-      }
-      return new DynamoDBClient(options)
-    }),
+    Effect.sync(() => new DynamoDBClient(awsClientOptions(config))),
     (client) => Effect.sync(() => client.destroy()),
   )
 

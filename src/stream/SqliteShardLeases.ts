@@ -8,9 +8,6 @@
  * (owner and counter as the caller saw them) and the write cannot be split by another process;
  * `RETURNING` hands back the row as stored, so the caller's next condition is exactly the truth.
  */
-import { mkdirSync } from "node:fs"
-import { join } from "node:path"
-import Database from "better-sqlite3"
 import { Effect, Layer, Schema } from "effect"
 import {
   type Lease,
@@ -20,7 +17,7 @@ import {
   ShardLeases,
   type ShardLeasesApi,
 } from "./ShardLeases.js"
-import { BUSY_TIMEOUT_MS } from "./SqliteShards.js"
+import { connect } from "./SqliteShards.js"
 import * as StreamConfig from "./StreamConfig.js"
 
 export interface SqliteShardLeasesConfig {
@@ -70,20 +67,11 @@ const COLUMNS = "shard_id, owner, counter, checkpoint, parents"
 export const make = (config: SqliteShardLeasesConfig) =>
   Effect.gen(function* () {
     const { application } = config
-    mkdirSync(config.dataDir, { recursive: true })
     // A connection of its own: the log's statements and transactions stay untouched, and to
     // SQLite this is just one more process's connection, which the file already serves.
-    const db = yield* Effect.acquireRelease(
-      Effect.try({
-        try: () => new Database(join(config.dataDir, "stream.sqlite"), { timeout: BUSY_TIMEOUT_MS }),
-        catch: unavailable("open"),
-      }),
-      (db) => Effect.sync(() => db.close()),
-    )
+    const db = yield* connect(config.dataDir, config.fsync ?? true, unavailable("open"))
     yield* Effect.try({
       try: () => {
-        db.pragma("journal_mode = WAL")
-        db.pragma(`synchronous = ${(config.fsync ?? true) ? "FULL" : "NORMAL"}`)
         // Immediate, so processes starting together on a fresh directory cannot race the DDL.
         db.transaction(() =>
           db.exec(`CREATE TABLE IF NOT EXISTS leases (

@@ -92,22 +92,38 @@ const createSchema = (db: Database.Database, requestedShards: number) => {
 }
 
 /** Opens (or creates) the database; the scope closes it. */
-export const open = (config: EmbeddedStreamConfig) =>
+/**
+ * A connection to `dataDir/stream.sqlite` (created if missing) in WAL mode with the log's fsync
+ * setting and busy timeout, closed with the scope. Every user of the file opens it this way: the
+ * log, and the shard leases that live beside it. `onError` maps a failure to the caller's error.
+ */
+export const connect = <E>(dataDir: string, fsync: boolean, onError: (cause: unknown) => E) =>
   Effect.gen(function* () {
-    mkdirSync(config.dataDir, { recursive: true })
     const db = yield* Effect.acquireRelease(
       Effect.try({
-        try: () => new Database(join(config.dataDir, "stream.sqlite"), { timeout: BUSY_TIMEOUT_MS }),
-        catch: unavailable("open"),
+        try: () => {
+          mkdirSync(dataDir, { recursive: true })
+          return new Database(join(dataDir, "stream.sqlite"), { timeout: BUSY_TIMEOUT_MS })
+        },
+        catch: onError,
       }),
       (db) => Effect.sync(() => db.close()),
     )
-    const { existing, shardCount, checkpoints } = yield* Effect.try({
+    yield* Effect.try({
       try: () => {
         db.pragma("journal_mode = WAL")
-        db.pragma(`synchronous = ${config.fsync ? "FULL" : "NORMAL"}`)
-        return db.transaction(createSchema).immediate(db, config.shardCount)
+        db.pragma(`synchronous = ${fsync ? "FULL" : "NORMAL"}`)
       },
+      catch: onError,
+    })
+    return db
+  })
+
+export const open = (config: EmbeddedStreamConfig) =>
+  Effect.gen(function* () {
+    const db = yield* connect(config.dataDir, config.fsync, unavailable("open"))
+    const { existing, shardCount, checkpoints } = yield* Effect.try({
+      try: () => db.transaction(createSchema).immediate(db, config.shardCount),
       catch: unavailable("open"),
     })
     if (existing > 0 && existing !== config.shardCount) {

@@ -7,7 +7,6 @@ import {
   GetRecordsCommand,
   GetShardIteratorCommand,
   KinesisClient,
-  type KinesisClientConfig,
   PutRecordsCommand,
 } from "@aws-sdk/client-kinesis"
 import { NodeHttpHandler } from "@smithy/node-http-handler"
@@ -68,29 +67,45 @@ export const call = <A>(send: (signal: AbortSignal) => Promise<A>): Effect.Effec
 const EMULATOR_CONNECT_TIMEOUT_MS = 3_000
 const EMULATOR_REQUEST_TIMEOUT_MS = 10_000
 
+/** Where and as whom an AWS SDK client connects (the Kinesis client's and the lease table's). */
+export interface AwsTarget {
+  readonly region: string
+  readonly endpoint?: string | undefined
+  readonly accessKeyId?: string | undefined
+  readonly secretAccessKey?: Redacted.Redacted | undefined
+}
+
+/** SDK client options for `target`: static credentials if given, and an emulator's endpoint. */
+export const awsClientOptions = (target: AwsTarget) => {
+  const options: {
+    region: string
+    credentials?: { accessKeyId: string; secretAccessKey: string }
+    endpoint?: string
+    requestHandler?: NodeHttpHandler
+  } = { region: target.region }
+  if (target.accessKeyId !== undefined && target.secretAccessKey !== undefined) {
+    options.credentials = {
+      accessKeyId: target.accessKeyId,
+      secretAccessKey: Redacted.value(target.secretAccessKey),
+    }
+  }
+  if (target.endpoint !== undefined) {
+    options.endpoint = target.endpoint
+    // Emulators speak plain HTTP/1.1. A request timeout that throws (not just warns) turns a
+    // request the emulator never answers into a retryable error instead of a hung call.
+    options.requestHandler = new NodeHttpHandler({
+      connectionTimeout: EMULATOR_CONNECT_TIMEOUT_MS,
+      requestTimeout: EMULATOR_REQUEST_TIMEOUT_MS,
+      throwOnRequestTimeout: true,
+    })
+  }
+  return options
+}
+
 /** The SDK client for the configured region/endpoint/credentials, destroyed when the scope closes. */
 export const makeClient = (config: KinesisStreamConfig) =>
   Effect.acquireRelease(
-    Effect.sync(() => {
-      const options: KinesisClientConfig = { region: config.region }
-      if (config.accessKeyId !== undefined && config.secretAccessKey !== undefined) {
-        options.credentials = {
-          accessKeyId: config.accessKeyId,
-          secretAccessKey: Redacted.value(config.secretAccessKey),
-        }
-      }
-      if (config.endpoint !== undefined) {
-        options.endpoint = config.endpoint
-        // Emulators speak plain HTTP/1.1. A request timeout that throws (not just warns) turns a
-        // request the emulator never answers into a retryable error instead of a hung append.
-        options.requestHandler = new NodeHttpHandler({
-          connectionTimeout: EMULATOR_CONNECT_TIMEOUT_MS,
-          requestTimeout: EMULATOR_REQUEST_TIMEOUT_MS,
-          throwOnRequestTimeout: true,
-        })
-      }
-      return new KinesisClient(options)
-    }),
+    Effect.sync(() => new KinesisClient(awsClientOptions(config))),
     (client) => Effect.sync(() => client.destroy()),
   )
 

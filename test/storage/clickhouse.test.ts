@@ -16,6 +16,7 @@ import {
   TelemetryStore,
   type TelemetryStoreApi,
 } from "../../src/storage/TelemetryStore.js"
+import { all, everyValueType, historyOf, rawSql, reading, t0 } from "./fixtures.js"
 
 const dataDir = mkdtempSync(join(tmpdir(), "sluice-chdb-"))
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }))
@@ -30,63 +31,19 @@ const withStore = <A, E>(test: (store: TelemetryStoreApi, database: string) => E
 }
 
 /** Raw SQL on the same chDB directory (a second session: same path is allowed), bypassing FINAL. */
-const raw = (query: string) =>
-  Effect.acquireUseRelease(
-    Effect.sync(() =>
-      createClient({
-        connection: createChdbConnection({ path: dataDir }) as unknown as NonNullable<
-          NonNullable<Parameters<typeof createClient>[0]>["connection"]
-        >,
-      }),
-    ),
-    (client) =>
-      Effect.promise(async () => {
-        if (!/^(SELECT|SHOW)/.test(query)) {
-          await client.command({ query })
-          return []
-        }
-        const result = await client.query({ query, format: "JSONEachRow" })
-        return result.json<Record<string, unknown>>()
-      }),
-    (client) => Effect.promise(() => client.close()),
-  )
-const rawCount = (database: string, table = "telemetry") =>
-  Effect.map(raw(`SELECT count() AS n FROM ${database}.${table}`), (rows) => Number(rows[0]!.n))
-
-const t0 = Date.UTC(2025, 0, 1)
-const reading = (ts: number, over: Partial<TelemetryRow> = {}): TelemetryRow => ({
-  tenantId: "acme",
-  deviceId: "d1",
-  deviceClass: "thermo",
-  msgId: `m-${ts}`,
-  ts,
-  receivedAt: ts + 50,
-  values: { t: ts - t0 },
-  ...over,
-})
-const all = { from: t0 - 3_600_000, to: t0 + 3_600_000 }
-const historyOf = (store: TelemetryStoreApi, tenant = "acme", device = "d1") =>
-  Effect.map(store.history(tenant, device, all, { limit: 10_000 }), (page) => page.rows)
+const { raw, rawCount } = rawSql(() =>
+  createClient({
+    connection: createChdbConnection({ path: dataDir }) as unknown as NonNullable<
+      NonNullable<Parameters<typeof createClient>[0]>["connection"]
+    >,
+  }),
+)
 
 describe("ClickHouseTelemetryStore on chDB", () => {
   it.scoped("round-trips rows with every value type, inside [from, to)", () =>
     withStore((store) =>
       Effect.gen(function* () {
-        const values = {
-          temp: 21.5,
-          count: 3,
-          zero: 0,
-          negative: -0.25,
-          huge: 1e300,
-          on: true,
-          off: false,
-          label: "kitchen",
-          empty: "",
-          quoted: `it's "é" — \\ \n\ttab`,
-          notANumber: Number.NaN,
-          up: Number.POSITIVE_INFINITY,
-          down: Number.NEGATIVE_INFINITY,
-        }
+        const values = everyValueType
         const rows = [
           reading(t0, { values }),
           reading(t0 + 1, { values: {} }),
