@@ -50,15 +50,24 @@ export interface Platform {
   readonly stop: () => Promise<number | null>
 }
 
-export const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = net.createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address() as net.AddressInfo
-      server.close(() => resolve(address.port))
+/**
+ * A loopback port free now, for a process about to be started on it. Chosen below Linux's
+ * ephemeral range (32768–60999), not with `listen(0)`: a port from that range is exactly what the
+ * next outbound connection of any process on the machine may take in the moment between this
+ * check and the platform binding it (seen in CI as EADDRINUSE). Below it, only another test's
+ * random pick can collide.
+ */
+export const freePort = async (): Promise<number> => {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
+    const free = await new Promise<boolean>((resolve) => {
+      const server = net.createServer()
+      server.once("error", () => resolve(false))
+      server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)))
     })
-  })
+    if (free) return port
+  }
+}
 
 const exited = (child: ChildProcess) =>
   new Promise<number | null>((resolve) => {
