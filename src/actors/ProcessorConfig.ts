@@ -1,12 +1,38 @@
 /**
  * Processing tier configuration (SLUICE_PROCESSOR_*), read with Effect `Config`.
  */
-import { Config } from "effect"
+import { hostname } from "node:os"
+import { Config, ConfigError, Either, Option } from "effect"
 import { dataDir } from "../platform/DataDir.js"
+import type { LeaseCheckpoint } from "../stream/ShardLeases.js"
 
 export interface ProcessorConfig {
-  /** The consumer name whose checkpoints this processor keeps. Default `processor`. */
+  /**
+   * The consumer application this processor belongs to: the processors with one name share the
+   * stream's shards through one lease table and store everything once between them. Default
+   * `processor`.
+   */
   readonly consumer: string
+  /**
+   * This processor's name in the lease table, unique among the running processors of the
+   * application. Default `<hostname>-<pid>`; the supervisor gives its processor child a name that
+   * survives restarts, so a restarted child takes its own leases back at once instead of waiting
+   * out the failover time.
+   */
+  readonly workerId: string
+  /**
+   * How long a lease may go unrenewed before another processor takes it (KCL's failover time).
+   * Default 10 s: a dead processor's shards resume within about 1.5 × this.
+   */
+  readonly failoverMs: number
+  /** Where a shard no processor of the application has read yet starts. Default the oldest record. */
+  readonly initialPosition: LeaseCheckpoint
+  /**
+   * How often a shard worker writes its checkpoint, at most. Default 1 s: a checkpoint is a lease
+   * store write (a DynamoDB write unit on AWS), and a crash replays at most this much, which the
+   * storage tier deduplicates.
+   */
+  readonly checkpointIntervalMs: number
   /** Records per pull from a shard. Default 500: a pull is handled in one event-loop turn, so this bounds the stall. */
   readonly pullMaxRecords: number
   /** Bytes per pull from a shard. Default 4 MiB. */
@@ -34,8 +60,6 @@ export interface ProcessorConfig {
   readonly dedupWindow: number
   /** A device actor idle this long is dropped (its state is rebuilt on the next message). Default 10 min. */
   readonly deviceIdleMs: number
-  /** How often shards are listed for splits, merges and finished parents. Default 10 s. */
-  readonly shardRefreshMs: number
   /**
    * How long a tenant's inserts may keep failing before its batches are parked in the spill, so
    * the shared shard checkpoints move on for the other tenants. Default 10 s.
@@ -49,8 +73,39 @@ export interface ProcessorConfig {
 
 const key = <A>(c: Config.Config<A>) => c.pipe(Config.nested("processor"), Config.nested("sluice"))
 
+/** `trim_horizon` (default), `latest`, or an ISO 8601 time: where a never-read shard starts. */
+const initialPosition = Config.string("initial_position").pipe(
+  Config.withDefault("trim_horizon"),
+  Config.mapOrFail((text) => {
+    if (text === "trim_horizon") return Either.right<LeaseCheckpoint>({ _tag: "TrimHorizon" })
+    if (text === "latest") return Either.right<LeaseCheckpoint>({ _tag: "Latest" })
+    const at = Date.parse(text)
+    return Number.isNaN(at)
+      ? Either.left(
+          ConfigError.InvalidData(
+            [],
+            `expected trim_horizon, latest or an ISO 8601 time such as 2026-01-01T00:00:00Z, got "${text}"`,
+          ),
+        )
+      : Either.right<LeaseCheckpoint>({ _tag: "AtTimestamp", at })
+  }),
+)
+
 export const processor: Config.Config<ProcessorConfig> = Config.all({
   consumer: key(Config.string("consumer").pipe(Config.withDefault("processor"))),
+  workerId: key(
+    Config.option(Config.nonEmptyString("worker_id")).pipe(
+      Config.map(Option.getOrElse(() => `${hostname()}-${process.pid}`)),
+    ),
+  ),
+  failoverMs: key(
+    Config.integer("failover_ms").pipe(
+      Config.withDefault(10_000),
+      Config.validate({ message: "must be at least 300", validation: (n) => n >= 300 }),
+    ),
+  ),
+  initialPosition: key(initialPosition),
+  checkpointIntervalMs: key(Config.integer("checkpoint_interval_ms").pipe(Config.withDefault(1_000))),
   pullMaxRecords: key(Config.integer("pull_max_records").pipe(Config.withDefault(500))),
   pullMaxBytes: key(Config.integer("pull_max_bytes").pipe(Config.withDefault(4 * 1024 * 1024))),
   idlePollMs: key(Config.integer("idle_poll_ms").pipe(Config.withDefault(5))),
@@ -65,7 +120,6 @@ export const processor: Config.Config<ProcessorConfig> = Config.all({
   mailboxBatches: key(Config.integer("mailbox_batches").pipe(Config.withDefault(32))),
   dedupWindow: key(Config.integer("dedup_window").pipe(Config.withDefault(64))),
   deviceIdleMs: key(Config.integer("device_idle_ms").pipe(Config.withDefault(600_000))),
-  shardRefreshMs: key(Config.integer("shard_refresh_ms").pipe(Config.withDefault(10_000))),
   spillAfterMs: key(Config.integer("spill_after_ms").pipe(Config.withDefault(10_000))),
   spillMaxBytes: key(Config.integer("spill_max_bytes").pipe(Config.withDefault(1024 ** 3))),
   dataDir,
@@ -74,6 +128,10 @@ export const processor: Config.Config<ProcessorConfig> = Config.all({
 /** Defaults, for tests and benchmarks that override a few fields. */
 export const defaults: ProcessorConfig = {
   consumer: "processor",
+  workerId: `${hostname()}-${process.pid}`,
+  failoverMs: 10_000,
+  initialPosition: { _tag: "TrimHorizon" },
+  checkpointIntervalMs: 1_000,
   pullMaxRecords: 500,
   pullMaxBytes: 4 * 1024 * 1024,
   idlePollMs: 5,
@@ -83,7 +141,6 @@ export const defaults: ProcessorConfig = {
   mailboxBatches: 32,
   dedupWindow: 64,
   deviceIdleMs: 600_000,
-  shardRefreshMs: 10_000,
   spillAfterMs: 10_000,
   spillMaxBytes: 1024 ** 3,
   dataDir: "./data",

@@ -22,6 +22,9 @@ export interface MetricsApi {
   readonly streamLagMs: Gauge<"shard">
   /** Device actors currently alive. */
   readonly liveActors: Gauge
+  /** Shard leases this processor holds now, and acquisitions and losses (change=acquired|lost). */
+  readonly leasesHeld: Gauge
+  readonly leaseChanges: Counter<"change">
   /** Readings stored, and readings sent to the dead-letter table. */
   readonly stored: Counter
   readonly deadLetters: Counter
@@ -78,6 +81,17 @@ export const make = (labels: Record<string, string> = {}): MetricsApi => {
       registers,
     }),
     liveActors: new Gauge({ name: "sluice_device_actors", help: "Device actors alive", registers }),
+    leasesHeld: new Gauge({
+      name: "sluice_shard_leases_held",
+      help: "Shard leases this processor holds",
+      registers,
+    }),
+    leaseChanges: new Counter({
+      name: "sluice_shard_lease_changes_total",
+      help: "Shard leases acquired and lost by this processor",
+      labelNames: ["change"],
+      registers,
+    }),
     stored: new Counter({
       name: "sluice_stored_readings_total",
       help: "Readings stored in ClickHouse",

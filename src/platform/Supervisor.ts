@@ -16,12 +16,16 @@
  * first (stop accepting, answer what was appended), then processor and serving (drain, checkpoint).
  */
 import cluster, { type Worker } from "node:cluster"
+import { createHash } from "node:crypto"
+import { hostname } from "node:os"
+import { resolve } from "node:path"
 import { NodeRuntime } from "@effect/platform-node"
 import { ConfigError, type ConfigProvider, Effect, Runtime } from "effect"
 import * as IngressConfig from "../ingress/IngressConfig.js"
 import type { ChildState, Role } from "../observability/Health.js"
 import * as ServingConfig from "../serving/ServingConfig.js"
 import * as ConfigFile from "../tenancy/ConfigFile.js"
+import { dataDir } from "./DataDir.js"
 import * as MachineMetrics from "./MachineMetrics.js"
 import type { SupervisorMessage } from "./Process.js"
 import * as Welcome from "./Welcome.js"
@@ -68,6 +72,15 @@ const supervise = Effect.gen(function* () {
   const log = (effect: Effect.Effect<void>) => void runFork(effect)
   const workers = ingress.workers
   const args = process.argv.slice(2)
+  // The processor child's name in the lease table survives its restarts, so a restarted child
+  // takes its own leases back at once instead of waiting out the failover time. Unique per
+  // machine and data directory: two installations never share a name.
+  const processorWorkerId =
+    process.env.SLUICE_PROCESSOR_WORKER_ID ??
+    `${hostname()}-${createHash("sha256")
+      .update(resolve(yield* dataDir))
+      .digest("hex")
+      .slice(0, 8)}-processor`
   const children: Array<Child> = [
     ...Array.from({ length: workers }, (_, i) => ({
       name: workers === 1 ? "ingress" : `ingress-${i + 1}`,
@@ -104,7 +117,9 @@ const supervise = Effect.gen(function* () {
     child.startedAt = Date.now()
     // The entry point this supervisor was started with (src/main.ts under tsx, or bin/sluice.js).
     cluster.setupPrimary({ exec: process.argv[1]!, args: [...args, "--role", child.roles.join(",")] })
-    const worker = cluster.fork()
+    const worker = cluster.fork(
+      child.roles.includes("processor") ? { SLUICE_PROCESSOR_WORKER_ID: processorWorkerId } : {},
+    )
     child.worker = worker
     // A failed IPC write (a child dying while a report is sent to it) is reported here; without a
     // listener it would be an uncaught exception that takes the supervisor down.

@@ -7,10 +7,26 @@
 import { Effect, Layer } from "effect"
 import * as LiveFeed from "../actors/LiveFeed.js"
 import * as Processor from "../actors/Processor.js"
+import * as ProcessorConfig from "../actors/ProcessorConfig.js"
 import * as HealthServer from "../observability/HealthServer.js"
 import * as ServingConfig from "../serving/ServingConfig.js"
 import * as ClickHouseTelemetryStore from "../storage/ClickHouseTelemetryStore.js"
+import * as StreamConfig from "../stream/StreamConfig.js"
 import { readyWithStore } from "./StoreProbe.js"
+
+/**
+ * The shard leases of this processor's consumer application, beside the stream: in the embedded
+ * log's database on one machine, in a DynamoDB table with Kinesis. Loaded only if in use.
+ */
+const LeasesLive = Layer.unwrapEffect(
+  Effect.gen(function* () {
+    if ((yield* StreamConfig.backend) === "kinesis") {
+      return (yield* Effect.promise(() => import("../stream/DynamoShardLeases.js"))).layer
+    }
+    const { consumer } = yield* ProcessorConfig.processor
+    return (yield* Effect.promise(() => import("../stream/SqliteShardLeases.js"))).layer(consumer)
+  }),
+)
 
 /**
  * Requires StreamLog, Tenancy, Metrics, Health. The store and the LiveFeed are the same layers
@@ -29,4 +45,5 @@ export const layer = (options: { readonly healthListener: boolean }) =>
     ),
     Layer.provide(LiveFeed.layer),
     Layer.provide(ClickHouseTelemetryStore.layer),
+    Layer.provide(LeasesLive),
   )

@@ -1,7 +1,9 @@
 /**
- * Consumer checkpoints in a SQLite table. The embedded log keeps them in its own database (one
- * transaction domain with the records); the Kinesis backend keeps them in a local SQLite file
- * until multi-worker leases arrive.
+ * Consumer checkpoints in a SQLite table, for readers that are not a processor fleet (tools, a
+ * single reader). The embedded log keeps them in its own database (one transaction domain with the
+ * records); the Kinesis backend keeps them in a local SQLite file. Processors never use these:
+ * their checkpoints live in their shard leases (`ShardLeases`), which the embedded log's
+ * retention reads too (`consumedThrough`).
  */
 import type Database from "better-sqlite3"
 import { Schema } from "effect"
@@ -32,8 +34,10 @@ export interface CheckpointTable {
   readonly consumers: () => ReadonlyArray<string>
   /**
    * The highest sequence number every consumer has processed in a shard: 0 when some known
-   * consumer (one with a checkpoint in any shard) has none here yet, Infinity when there are no
-   * consumers at all.
+   * consumer (one with a checkpoint in any shard, or an application with a lease in any shard)
+   * has none here yet, Infinity when there are no consumers at all. Reads the `leases` table of
+   * `SqliteShardLeases` when it exists: a processor application counts as a consumer, at its
+   * lease's checkpoint (a ShardEnd lease has consumed all of its shard).
    */
   readonly consumedThrough: (shardId: string) => number
 }
@@ -69,6 +73,37 @@ export const checkpointTable = (db: Database.Database): CheckpointTable => {
     upsert.run(consumer, shardId, encode(Position.AfterSequence({ sequenceNumber })))
   })
   const consumers = () => selectConsumers.all().map((row) => row.consumer)
+  const leasesExist = db.prepare<[], { n: number }>(
+    "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'leases'",
+  )
+  // Leases are checked per call: another process may create the table at any time.
+  let leaseCheckpoints: Database.Statement<[string], { checkpoint: string | null }> | undefined
+  const leaseThrough = (shardId: string) => {
+    if (leaseCheckpoints === undefined) {
+      if (leasesExist.get()!.n === 0) return Number.POSITIVE_INFINITY
+      // Every application, with its lease of this shard if it has one.
+      leaseCheckpoints = db.prepare(
+        "SELECT l.checkpoint AS checkpoint FROM (SELECT DISTINCT application FROM leases) a " +
+          "LEFT JOIN leases l ON l.application = a.application AND l.shard_id = ?",
+      )
+    }
+    let through = Number.POSITIVE_INFINITY
+    for (const { checkpoint } of leaseCheckpoints.all(shardId)) {
+      const c =
+        checkpoint === null
+          ? undefined
+          : (JSON.parse(checkpoint) as { _tag: string; sequenceNumber?: string })
+      through = Math.min(
+        through,
+        c?._tag === "ShardEnd"
+          ? Number.POSITIVE_INFINITY
+          : c?._tag === "AfterSequence"
+            ? Number(c.sequenceNumber)
+            : 0,
+      )
+    }
+    return through
+  }
   return {
     get,
     // Immediate: a read-then-write transaction started deferred fails at once (SQLITE_BUSY, no
@@ -77,7 +112,7 @@ export const checkpointTable = (db: Database.Database): CheckpointTable => {
     reset: (consumer, shardId, position) => void upsert.run(consumer, shardId, encode(position)),
     consumers,
     consumedThrough: (shardId) => {
-      let through = Number.POSITIVE_INFINITY
+      let through = leaseThrough(shardId)
       for (const consumer of consumers()) {
         const p = get(consumer, shardId)
         through = Math.min(through, p?._tag === "AfterSequence" ? Number(p.sequenceNumber) : 0)

@@ -28,6 +28,12 @@ export interface TenancyApi {
   readonly authenticateApiKey: (apiKey: string) => Option.Option<Tenant>
   /** A device of this tenant; another tenant's device is none, exactly like a missing one. */
   readonly device: (tenantId: string, deviceId: string) => Option.Option<Device>
+  /**
+   * The device with this id in any tenant, or none. Device ids are unique across tenants, so the id
+   * alone names one device: for sources whose credential check happened elsewhere (AWS IoT Core's
+   * client id), never for a lookup on behalf of a tenant, which goes through `device`.
+   */
+  readonly deviceById: (deviceId: string) => Option.Option<Device>
   /** The tenant's devices. */
   readonly devices: (tenantId: string) => ReadonlyArray<Device>
   /** A device class definition by name. */
@@ -92,6 +98,7 @@ export const fromConfig = (
         Option.map(Option.fromNullable(devices.get(deviceId)), strip),
         (d) => d.tenantId === tenantId,
       ),
+    deviceById: (deviceId) => Option.map(Option.fromNullable(devices.get(deviceId)), strip),
     devices: (tenantId) => [...devices.values()].filter((d) => d.tenantId === tenantId).map(strip),
     deviceClass: (name) => Option.fromNullable(classes.get(name)),
     tenants: config.tenants.map((t) => ({ tenantId: t.id })),

@@ -14,11 +14,13 @@ import * as ProcessorConfig from "../../src/actors/ProcessorConfig.js"
 import * as Metrics from "../../src/observability/Metrics.js"
 import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
 import { TelemetryStore } from "../../src/storage/TelemetryStore.js"
+import { ShardLeases } from "../../src/stream/ShardLeases.js"
 import * as SqliteStreamLog from "../../src/stream/SqliteStreamLog.js"
-import { Position, StreamLog } from "../../src/stream/StreamLog.js"
+import { StreamLog } from "../../src/stream/StreamLog.js"
 import * as ConfigFile from "../../src/tenancy/ConfigFile.js"
 import { encodeEnvelope, partitionKeyOf } from "../../src/tenancy/Envelope.js"
 import * as Tenancy from "../../src/tenancy/Tenancy.js"
+import { embeddedLeases, leaseCheckpoint, rawStreamSql } from "../support/leases.js"
 
 const demo = await Effect.runPromise(ConfigFile.load(join(import.meta.dirname, "../../config/demo.yaml")))
 const T0 = Date.UTC(2026, 0, 1)
@@ -46,9 +48,12 @@ const layers = (dirs: { stream: string; chdb: string }) => {
     LiveFeedLayer.layer,
     Metrics.layer,
   )
-  return Processor.layerWith({ ...ProcessorConfig.defaults, flushIntervalMs: 20, dataDir: dirs.stream }).pipe(
-    Layer.provideMerge(infra),
-  )
+  return Processor.layerWith({
+    ...ProcessorConfig.defaults,
+    flushIntervalMs: 20,
+    checkpointIntervalMs: 50,
+    dataDir: dirs.stream,
+  }).pipe(Layer.provideMerge(infra), Layer.provideMerge(embeddedLeases(dirs.stream)))
 }
 
 /** Polls the store until `check` holds, bounded in time. */
@@ -112,13 +117,12 @@ describe("processor", () => {
         const firstLive = yield* feed.take
         expect(firstLive.deviceId).toBe("thermo-1")
 
-        // The checkpoint reached the last record of thermo-1's shard once everything was stored.
+        // The lease's checkpoint reached the last record of thermo-1's shard once everything was stored.
         const shardId = acks.at(-1)!.shardId
         const lastInShard = acks.filter((a) => a.shardId === shardId).at(-1)!.sequenceNumber
+        const leases = yield* ShardLeases
         const position = yield* eventually(
-          Effect.flatMap(StreamLog, (l) => l.resumePosition("processor", shardId)).pipe(
-            Effect.provide(Layer.succeed(StreamLog, log)),
-          ),
+          leaseCheckpoint(shardId).pipe(Effect.provideService(ShardLeases, leases)),
           (p) => p._tag === "AfterSequence" && p.sequenceNumber === lastInShard,
         )
         expect(position).toMatchObject({ _tag: "AfterSequence", sequenceNumber: lastInShard })
@@ -145,11 +149,12 @@ describe("processor", () => {
             Array.from({ length: 10 }, (_, i) => envelope("thermo-3", reading(20 + i))),
           )
           expect((yield* count(30)).rows).toHaveLength(30)
-          // Replay the whole shard from the start: nothing is stored twice.
-          yield* log.resetCheckpoint("processor", acks[0]!.shardId, Position.TrimHorizon())
           return acks
         }).pipe(Effect.provide(layers(d))),
       )
+      // Replay the whole stream from the start (an operator deletes the application's leases;
+      // the next start recreates them at the trim horizon): nothing is stored twice.
+      rawStreamSql(d.stream, "DELETE FROM leases WHERE application = 'processor'")
       yield* Effect.scoped(
         Effect.gen(function* () {
           const log = yield* StreamLog

@@ -14,11 +14,13 @@ import * as ProcessorConfig from "../../src/actors/ProcessorConfig.js"
 import * as Metrics from "../../src/observability/Metrics.js"
 import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
 import { StorageUnavailable, TelemetryStore } from "../../src/storage/TelemetryStore.js"
+import { ShardLeases } from "../../src/stream/ShardLeases.js"
 import * as SqliteStreamLog from "../../src/stream/SqliteStreamLog.js"
-import { Position, StreamLog } from "../../src/stream/StreamLog.js"
+import { StreamLog } from "../../src/stream/StreamLog.js"
 import * as ConfigFile from "../../src/tenancy/ConfigFile.js"
 import { encodeEnvelope, partitionKeyOf } from "../../src/tenancy/Envelope.js"
 import * as Tenancy from "../../src/tenancy/Tenancy.js"
+import { embeddedLeases, leaseCheckpoint } from "../support/leases.js"
 
 const demo = await Effect.runPromise(ConfigFile.load(join(import.meta.dirname, "../../config/demo.yaml")))
 const T0 = Date.UTC(2026, 0, 1)
@@ -63,9 +65,10 @@ const layers = (
   return Processor.layerWith({
     ...ProcessorConfig.defaults,
     flushIntervalMs: 20,
+    checkpointIntervalMs: 50,
     dataDir: dirs.stream,
     ...processor,
-  }).pipe(Layer.provideMerge(infra))
+  }).pipe(Layer.provideMerge(infra), Layer.provideMerge(embeddedLeases(dirs.stream)))
 }
 
 const dirs = () => ({
@@ -136,7 +139,7 @@ describe("storage failing", () => {
         const shardId = first[0]!.shardId
         yield* Effect.sleep("1500 millis")
         expect(yield* ids("demo", "thermo-1")).toEqual([])
-        expect(yield* log.resumePosition("processor", shardId)).toMatchObject({ _tag: "TrimHorizon" })
+        expect(yield* leaseCheckpoint(shardId)).toMatchObject({ _tag: "TrimHorizon" })
         // Ingestion keeps being accepted by the stream meanwhile.
         yield* log.append(Array.from({ length: 50 }, (_, i) => record("demo", "thermo-1", 50 + i)))
         failing.clear()
@@ -164,13 +167,14 @@ describe("storage failing", () => {
             )
             expect(yield* until(ids("demo", "thermo-1"), (got) => got.length >= 40)).toEqual(expected(40))
             // Both tenants' records are behind the checkpoint: "other"'s wait in the spill.
+            const leases = yield* ShardLeases
             for (const shardId of new Set(acks.map((a) => a.shardId))) {
               const last = acks.filter((a) => a.shardId === shardId).at(-1)!.sequenceNumber
               const position = yield* until(
-                Effect.orDie(log.resumePosition("processor", shardId)),
+                leaseCheckpoint(shardId).pipe(Effect.provideService(ShardLeases, leases)),
                 (p) => p._tag === "AfterSequence" && p.sequenceNumber === last,
               )
-              expect(position).toEqual(Position.AfterSequence({ sequenceNumber: last }))
+              expect(position).toEqual({ _tag: "AfterSequence", sequenceNumber: last })
             }
             expect(yield* ids("other", "other-thermo-1")).toEqual([])
           }).pipe(Effect.provide(layers(d, { spillAfterMs: 300 }))),

@@ -25,6 +25,7 @@ import { type AppendRecord, StreamLog, type StreamLogApi } from "../../src/strea
 import { encodeEnvelope, partitionKeyOf } from "../../src/tenancy/Envelope.js"
 import type { PlatformConfig } from "../../src/tenancy/PlatformConfig.js"
 import * as Tenancy from "../../src/tenancy/Tenancy.js"
+import { embeddedLeases } from "../support/leases.js"
 
 const platform: PlatformConfig = {
   tenants: [
@@ -123,6 +124,7 @@ const startProcessor = (log: StreamLogApi, feed: LiveFeedApi, dataDir: string) =
           tenancy,
           Metrics.layer,
           acceptingStore,
+          embeddedLeases(dataDir),
         ),
       ),
     ),

@@ -3,7 +3,9 @@ import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either } from "effect"
+import { Effect, Either, Layer } from "effect"
+import { ShardLeases } from "../../src/stream/ShardLeases.js"
+import * as SqliteShardLeases from "../../src/stream/SqliteShardLeases.js"
 import * as SqliteStreamLog from "../../src/stream/SqliteStreamLog.js"
 import { Position, StreamLog } from "../../src/stream/StreamLog.js"
 import { readN } from "./contract.js"
@@ -96,6 +98,37 @@ describe("embedded log", () => {
       ),
     ),
   )
+
+  it.scopedLive("never expires records a processor application's leases have not checkpointed", () => {
+    const dataDir = fresh()
+    return Effect.gen(function* () {
+      const log = yield* StreamLog
+      const leases = yield* ShardLeases
+      const acks = yield* log.append(Array.from({ length: 6 }, () => record("slow", 10)))
+      const shardId = acks[0]!.shardId
+      const shards = yield* log.listShards
+      yield* leases.ensure(shards, { _tag: "TrimHorizon" })
+      const lease = (yield* leases.list).find((l) => l.shardId === shardId)!
+      const mine = yield* leases.take(lease, "worker-1")
+      // The application got through record 2 only; every other shard's lease is at TrimHorizon.
+      yield* leases.checkpoint(mine, { _tag: "AfterSequence", sequenceNumber: acks[2]!.sequenceNumber })
+      yield* Effect.sleep("600 millis")
+      const reader = yield* log.reader(shardId, Position.TrimHorizon())
+      const left = yield* reader.pull()
+      expect(left.records.map((r) => r.sequenceNumber)).toEqual(acks.slice(3).map((a) => a.sequenceNumber))
+    }).pipe(
+      Effect.provide(
+        Layer.merge(
+          SqliteStreamLog.layerWith({
+            ...SqliteStreamLog.defaults(dataDir),
+            retentionMs: 300,
+            trimIntervalMs: 50,
+          }),
+          SqliteShardLeases.layerWith({ dataDir, application: "processor", fsync: false }),
+        ),
+      ),
+    )
+  })
 
   it.scopedLive("keeps the shard count it was created with", () => {
     const dataDir = fresh()
