@@ -161,10 +161,12 @@ export const make = <E>(options: LeaseCoordinatorOptions<E>) =>
         yield* Effect.forEach(free, take, { discard: true })
         return
       }
-      // One steal per round, and only from a worker above the target: two workers never trade
-      // a lease back and forth.
+      // One steal per round, from the most loaded worker, and only if it is above the target —
+      // or at it while we need more than one (KCL's rule: with 4 shards, 3 workers and 2/2/0, the
+      // newcomer takes one, ending at 2/1/1). A worker one short of the target never steals from
+      // one at it, so two workers never trade a lease back and forth.
       let victim: string | undefined
-      let most = target
+      let most = 0
       for (const [owner, count] of load) {
         if (count > most) {
           victim = owner
@@ -172,7 +174,9 @@ export const make = <E>(options: LeaseCoordinatorOptions<E>) =>
         }
       }
       const loot = workable.find((l) => l.owner === victim && !expired(l))
-      if (victim !== undefined && loot !== undefined) yield* take(loot)
+      if (victim !== undefined && loot !== undefined && (most > target || (most === target && need > 1))) {
+        yield* take(loot)
+      }
     }).pipe(permit.withPermits(1))
 
     // A failed round is retried by the next one; the loops must outlive a store that did not answer.

@@ -101,6 +101,29 @@ describe("LeaseCoordinator", () => {
     }),
   )
 
+  it.scoped(
+    "a third worker over 4 shards held 2 and 2 takes one (KCL's rule at the target), ending 2/1/1, stable",
+    () =>
+      Effect.gen(function* () {
+        const dataDir = yield* store
+        const a = yield* worker(dataDir, "a")
+        const b = yield* worker(dataDir, "b")
+        yield* TestClock.adjust(TAKE_EVERY * 2)
+        expect([(yield* a.held).size, (yield* b.held).size]).toEqual([2, 2])
+        // c's target is ceil(4 / 3) = 2; both others are at it, and c needs more than one.
+        const c = yield* worker(dataDir, "c")
+        expect((yield* c.held).size).toBe(1)
+        yield* TestClock.adjust(FAILOVER * 3)
+        const sizes = [(yield* a.held).size, (yield* b.held).size, (yield* c.held).size]
+        expect([...sizes].sort()).toEqual([1, 1, 2])
+        const all = [...(yield* heldIds(a)), ...(yield* heldIds(b)), ...(yield* heldIds(c))].sort()
+        expect(all).toEqual(["s-0", "s-1", "s-2", "s-3"])
+        // Nothing moved after the first steal.
+        expect((yield* drain(c)).filter((x) => x.startsWith("Lost"))).toEqual([])
+        expect((yield* drain(c)).length).toBe(0)
+      }),
+  )
+
   it.scoped("a worker that stops renewing has its leases taken within failoverMs + one take interval", () =>
     Effect.gen(function* () {
       const dataDir = yield* store
