@@ -15,7 +15,7 @@
  * device id, and the device registry gives its tenant and class.
  */
 import { Either, Option } from "effect"
-import type { Envelope } from "./Envelope.js"
+import { decodeEnvelope, type Envelope } from "./Envelope.js"
 import type { Device } from "./Tenancy.js"
 
 /** The rule's constant `source` column: tells these records from anything else on the stream. */
@@ -126,4 +126,17 @@ export const decodeIotCoreRecord = (
     receivedAt: r.receivedAt,
     payload: Buffer.from(r.payload, "base64"),
   })
+}
+
+/**
+ * Any record on the stream: Sluice's own envelope (from ingress), else a record in the IoT Core
+ * rule's shape; the reason of the envelope's failure when it is neither. Ingress records pay only
+ * for `decodeEnvelope`.
+ */
+export const decodeStreamRecord = (
+  data: Uint8Array,
+  deviceById: (deviceId: string) => Option.Option<Device>,
+): Either.Either<Envelope, string> => {
+  const envelope = decodeEnvelope(data)
+  return Either.isLeft(envelope) && isIotCoreRecord(data) ? decodeIotCoreRecord(data, deviceById) : envelope
 }

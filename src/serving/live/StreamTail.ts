@@ -39,7 +39,7 @@ import { compareSequenceNumbers, readableShards } from "../../stream/Shards.js"
 import type { ReadError } from "../../stream/StreamError.js"
 import { Position, StreamLog, type StreamRecord } from "../../stream/StreamLog.js"
 import { type CompiledDeviceClass, compile } from "../../tenancy/DeviceClass.js"
-import { decodeEnvelope } from "../../tenancy/Envelope.js"
+import { decodeStreamRecord } from "../../tenancy/IotCoreRecord.js"
 import { Tenancy } from "../../tenancy/Tenancy.js"
 import * as LiveTailConfig from "./LiveTailConfig.js"
 
@@ -135,7 +135,7 @@ export const make = (config: LiveTailConfig.LiveTailConfig) =>
           if (state.skip(record)) continue
           state.skip = undefined
         }
-        const envelope = decodeEnvelope(record.data)
+        const envelope = decodeStreamRecord(record.data, tenancy.deviceById)
         if (Either.isLeft(envelope)) continue
         const e = envelope.right
         if (!live.hasSubscribers(e.tenantId)) continue
