@@ -17,8 +17,7 @@ import type { MetricsApi } from "../observability/Metrics.js"
 import type { LeaseLost } from "../stream/ShardLeases.js"
 import type { Position, StreamLogApi, StreamRecord } from "../stream/StreamLog.js"
 import type { CompiledDeviceClass } from "../tenancy/DeviceClass.js"
-import { decodeEnvelope } from "../tenancy/Envelope.js"
-import { decodeIotCoreRecord, isIotCoreRecord } from "../tenancy/IotCoreRecord.js"
+import { decodeStreamRecord } from "../tenancy/IotCoreRecord.js"
 import type { Device } from "../tenancy/Tenancy.js"
 import { DeviceActor, type DeviceOutput } from "./DeviceActor.js"
 import type { ProcessorConfig } from "./ProcessorConfig.js"
@@ -93,12 +92,9 @@ export const run = (shardId: string, deps: ShardWorkerDeps) =>
       const now = Date.now()
       const byTenant = new Map<string, DeviceOutput>()
       for (const record of records) {
-        let envelope = decodeEnvelope(record.data)
-        // Not Sluice's own envelope: a record an AWS IoT Core topic rule wrote (docs/aws-iot-core.md)?
-        // It then flows like an ingress envelope; an unknown client id is a dead letter like a corrupt record.
-        if (Either.isLeft(envelope) && isIotCoreRecord(record.data)) {
-          envelope = decodeIotCoreRecord(record.data, deps.deviceById)
-        }
+        // Sluice's own envelope, or a record an AWS IoT Core topic rule wrote (docs/aws-iot-core.md),
+        // which flows like an envelope; an unknown client id is a dead letter like a corrupt record.
+        const envelope = decodeStreamRecord(record.data, deps.deviceById)
         if (Either.isLeft(envelope)) {
           const out = byTenant.get(UNATTRIBUTED_TENANT) ?? { rows: [], deadLetters: [] }
           byTenant.set(UNATTRIBUTED_TENANT, out)
