@@ -21,7 +21,7 @@ import type { ShardInfo } from "./StreamLog.js"
 
 export interface LeaseCoordinatorOptions<E> {
   readonly workerId: string
-  /** The stream's shards now: their leases are ensured, with parents, on every take round. */
+  /** The stream's shards now, read on every take round: a shard without a lease gets one, with its parents. */
   readonly shards: Effect.Effect<ReadonlyArray<ShardInfo>, E>
   /** How long a lease's counter must stay unchanged before another worker may take it. */
   readonly failoverMs?: number
@@ -110,8 +110,14 @@ export const make = <E>(options: LeaseCoordinatorOptions<E>) =>
     }).pipe(permit.withPermits(1))
 
     const takeRound = Effect.gen(function* () {
-      yield* leases.ensure(yield* options.shards, initial)
-      const all = yield* leases.list
+      // New shards (a fresh table, a split or merge) get their leases; known ones cost no write.
+      let all = yield* leases.list
+      const known = new Set(all.map((l) => l.shardId))
+      const missing = (yield* options.shards).filter((s) => !known.has(s.shardId))
+      if (missing.length > 0) {
+        yield* leases.ensure(missing, initial)
+        all = yield* leases.list
+      }
       const now = yield* Clock.currentTimeMillis
       // Expiry by our own clock only: when did we last see each counter move.
       const listed = new Set(all.map((l) => l.shardId))
