@@ -68,7 +68,7 @@ export const make = (config: ProcessorConfig.ProcessorConfig) =>
 
     // Tenants with batches left in the spill (a restart while their storage failed, or another
     // processor that stopped) drain them now, whether or not new messages arrive for them.
-    const spill = yield* Spill.make(config.dataDir, config.spillMaxBytes).pipe(Effect.orDie)
+    const spill = yield* Spill.fromConfig(config).pipe(Effect.orDie)
     const tenants = new Map<string, TenantActor.TenantActor>()
     const creating = yield* Effect.makeSemaphore(1)
     const tenant = (tenantId: string) => {

@@ -2,9 +2,10 @@
  * Processing tier configuration (SLUICE_PROCESSOR_*), read with Effect `Config`.
  */
 import { hostname } from "node:os"
-import { Config, ConfigError, Either, Option } from "effect"
+import { Config, ConfigError, Either, Option, type Redacted } from "effect"
 import { dataDir } from "../platform/DataDir.js"
 import type { LeaseCheckpoint } from "../stream/ShardLeases.js"
+import * as StreamConfig from "../stream/StreamConfig.js"
 
 export interface ProcessorConfig {
   /**
@@ -69,7 +70,54 @@ export interface ProcessorConfig {
   readonly spillMaxBytes: number
   /** Where the spill file lives (SLUICE_DATA_DIR). */
   readonly dataDir: string
+  /**
+   * The shared spill (SLUICE_SPILL_*): set, the spill is S3 objects every processor sees
+   * (`S3Spill.ts`); unset (default), the SQLite file in `dataDir`.
+   */
+  readonly spillBucket?: SpillBucketConfig | undefined
 }
+
+/** Where the shared spill lives: a bucket of S3 or of an S3-compatible store. */
+export interface SpillBucketConfig {
+  /** Bucket name (SLUICE_SPILL_BUCKET); setting it selects the S3 spill. It must exist. */
+  readonly bucket: string
+  /** Key prefix of the spill's objects (SLUICE_SPILL_PREFIX). Default `spill/`. */
+  readonly prefix: string
+  /**
+   * An S3-compatible endpoint instead of AWS S3 (SLUICE_SPILL_ENDPOINT); when set, requests use
+   * path-style addressing (`<endpoint>/<bucket>/<key>`). Unset = AWS S3.
+   */
+  readonly endpoint: string | undefined
+  /** The Kinesis settings': SLUICE_KINESIS_REGION (default us-east-1)... */
+  readonly region: string
+  /** ...and SLUICE_KINESIS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY; unset = the AWS default chain. */
+  readonly accessKeyId: string | undefined
+  readonly secretAccessKey: Redacted.Redacted | undefined
+}
+
+const spillKey = <A>(c: Config.Config<A>) => c.pipe(Config.nested("spill"), Config.nested("sluice"))
+
+/** The shared spill's settings (SLUICE_SPILL_*), or undefined when SLUICE_SPILL_BUCKET is unset. */
+export const spillBucket: Config.Config<SpillBucketConfig | undefined> = Config.all({
+  bucket: spillKey(Config.option(Config.string("bucket"))),
+  prefix: spillKey(Config.string("prefix").pipe(Config.withDefault("spill/"))),
+  endpoint: spillKey(Config.option(Config.string("endpoint"))),
+  kinesis: StreamConfig.kinesis,
+}).pipe(
+  Config.map(({ bucket, prefix, endpoint, kinesis }) =>
+    // An empty value (`SLUICE_SPILL_BUCKET=` in an env file) counts as unset.
+    Option.isNone(bucket) || bucket.value === ""
+      ? undefined
+      : {
+          bucket: bucket.value,
+          prefix,
+          endpoint: Option.getOrUndefined(Option.filter(endpoint, (e) => e !== "")),
+          region: kinesis.region,
+          accessKeyId: kinesis.accessKeyId,
+          secretAccessKey: kinesis.secretAccessKey,
+        },
+  ),
+)
 
 const key = <A>(c: Config.Config<A>) => c.pipe(Config.nested("processor"), Config.nested("sluice"))
 
@@ -123,6 +171,7 @@ export const processor: Config.Config<ProcessorConfig> = Config.all({
   spillAfterMs: key(Config.integer("spill_after_ms").pipe(Config.withDefault(10_000))),
   spillMaxBytes: key(Config.integer("spill_max_bytes").pipe(Config.withDefault(1024 ** 3))),
   dataDir,
+  spillBucket,
 })
 
 /** Defaults, for tests and benchmarks that override a few fields. */

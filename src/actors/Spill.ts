@@ -1,18 +1,44 @@
 /**
  * Where a tenant's stored-to-be readings wait when its inserts keep failing, so that one
  * tenant's storage trouble does not hold the shared shard checkpoints (and with them every other
- * tenant). A SQLite file beside the log (`$SLUICE_DATA_DIR/spill.sqlite`), fsync'd on every put:
- * a spilled batch is as durable as the stream record it came from, so its shard may checkpoint.
- * Each entry keeps its insert dedup token, so draining it is exactly-once like a normal insert.
+ * tenant). A put returns only once the batch is durable, so its shard may checkpoint past it: from
+ * then on the spill, not the stream, holds it. Two backends keep this contract:
+ *
+ * - `SqliteSpill.ts` (default): a SQLite file beside the log (`$SLUICE_DATA_DIR/spill.sqlite`),
+ *   fsync'd on every put. It is as durable as that machine's disk, and only a processor that
+ *   opens the same directory again drains it.
+ * - `S3Spill.ts` (`SLUICE_SPILL_BUCKET` set): one object per entry in a bucket every processor
+ *   sees, `<prefix><tenant>/<time>-<instance>-<sequence>`; durable once PutObject succeeds, so a
+ *   processor lost for good loses nothing, and whichever processor starts next drains it.
+ *
+ * Exactly once. Each entry keeps the dedup token of its batch (derived from the batch's stream
+ * positions). Draining an entry is: `oldest` → insert its rows under its token → `remove`, and an
+ * entry is removed only after that insert was acknowledged. So every entry is stored at least
+ * once: a drainer that dies between the insert and the remove leaves the entry for the next one.
+ * And at most once: any second insert of an entry (that next drainer, or several processors
+ * draining the same tenant at the same time — every processor may have an actor for the tenant,
+ * each with its drain fiber) carries the same token and is dropped by ClickHouse
+ * (`insert_deduplication_token` within `non_replicated_deduplication_window`); past that window
+ * the rows' ReplacingMergeTree key (tenant, device, ts, msg_id) read through FINAL still counts
+ * them once. `remove` of an entry already removed by another drainer succeeds and changes nothing.
+ * A crash between a put and its shard's checkpoint replays the batch from the stream as well:
+ * same positions, same token when batched alike, and the row key otherwise.
+ *
+ * Order. `oldest` is the tenant's first entry in id order (SQLite: its autoincrement id; S3: its
+ * key, listed in ascending order), and a drainer takes the next entry only after removing the one
+ * before, which it removes only once stored. So when any drainer first stores an entry, every
+ * older entry of the tenant has already been stored: a tenant's entries are stored oldest first,
+ * with at most a deduplicated repeat of an older one by a concurrent drainer. "Oldest" is put
+ * order within one process (the tenant actor's puts are sequential); across processors sharing
+ * the S3 spill it is their clocks' order, ties broken by instance id.
  */
-import { mkdirSync } from "node:fs"
-import { join } from "node:path"
-import Database from "better-sqlite3"
-import { Data, Effect, Option, type Scope } from "effect"
+import { Data, Effect, type Option, type Scope } from "effect"
 import type { DeadLetter, TelemetryRow } from "../storage/TelemetryStore.js"
+import type { ProcessorConfig } from "./ProcessorConfig.js"
 
 export interface SpillEntry {
-  readonly id: number
+  /** The backend's id of the entry: a row id (SQLite) or an object key (S3). */
+  readonly id: string
   readonly token: string
   readonly rows: ReadonlyArray<TelemetryRow>
   readonly deadLetters: ReadonlyArray<DeadLetter>
@@ -21,94 +47,62 @@ export interface SpillEntry {
 /** The spill is at its byte budget: the tenant's batches wait in the stream instead. */
 export class SpillFull extends Data.TaggedError("SpillFull")<{ readonly bytes: number }> {}
 
+export class SpillUnavailable extends Data.TaggedError("SpillUnavailable")<{ readonly reason: string }> {}
+
 export interface Spill {
-  /** Stores a batch durably; fails when the spill is at its budget or the disk fails. */
+  /** Stores a batch durably; fails when the spill is at its budget or its storage fails. */
   readonly put: (
     tenantId: string,
     entry: Omit<SpillEntry, "id">,
   ) => Effect.Effect<void, SpillFull | SpillUnavailable>
   /** The tenant's oldest spilled batch. */
   readonly oldest: (tenantId: string) => Effect.Effect<Option.Option<SpillEntry>, SpillUnavailable>
-  readonly remove: (id: number) => Effect.Effect<void, SpillUnavailable>
+  /** Removes an entry; removing one that is already gone succeeds. */
+  readonly remove: (id: string) => Effect.Effect<void, SpillUnavailable>
   /** Tenants with spilled batches (their actors must start and drain them after a restart). */
   readonly tenants: Effect.Effect<ReadonlyArray<string>, SpillUnavailable>
 }
 
-export class SpillUnavailable extends Data.TaggedError("SpillUnavailable")<{ readonly reason: string }> {}
+/**
+ * An entry's rows and dead letters as the JSON both backends keep. A reading's number may be NaN
+ * or ±Infinity, which JSON has no literal for (JSON.stringify writes null): those are kept as
+ * `{"$number":"NaN"}`, which no reading or dead letter holds otherwise (values are plain).
+ */
+export const encodeBody = <A extends Pick<SpillEntry, "rows" | "deadLetters">>(body: A): string =>
+  JSON.stringify(body, (_key, value: unknown) =>
+    typeof value === "number" && !Number.isFinite(value) ? { $number: String(value) } : value,
+  )
 
-const failure = (cause: unknown) =>
+/** The inverse of `encodeBody` (also reads bodies written before non-finite numbers were kept). */
+export const decodeBody = <A extends Pick<SpillEntry, "rows" | "deadLetters">>(text: string): A =>
+  JSON.parse(text, (_key, value: unknown) =>
+    typeof value === "object" &&
+    value !== null &&
+    Object.keys(value).length === 1 &&
+    typeof (value as { $number?: unknown }).$number === "string"
+      ? Number((value as { $number: string }).$number)
+      : value,
+  ) as A
+
+/** The failure of a spill's storage, as SpillUnavailable. */
+export const unavailable = (cause: unknown) =>
   new SpillUnavailable({ reason: cause instanceof Error ? cause.message : String(cause) })
 
-/** Opens the spill in `dataDir`, closed with the scope. */
-export const make = (
-  dataDir: string,
-  maxBytes: number,
-): Effect.Effect<Spill, SpillUnavailable, Scope.Scope> =>
-  Effect.gen(function* () {
-    const db = yield* Effect.acquireRelease(
-      Effect.try({
-        try: () => {
-          mkdirSync(dataDir, { recursive: true })
-          const db = new Database(join(dataDir, "spill.sqlite"))
-          db.pragma("journal_mode = WAL")
-          db.pragma("synchronous = FULL")
-          db.exec(`CREATE TABLE IF NOT EXISTS spill (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            tenant_id TEXT NOT NULL,
-            token TEXT NOT NULL,
-            body TEXT NOT NULL
-          )`)
-          db.exec("CREATE INDEX IF NOT EXISTS spill_tenant ON spill (tenant_id, id)")
-          return db
-        },
-        catch: failure,
-      }),
-      (db) => Effect.sync(() => db.close()),
-    )
-    const insert = db.prepare<[string, string, string]>(
-      "INSERT INTO spill (tenant_id, token, body) VALUES (?, ?, ?)",
-    )
-    const first = db.prepare<[string], { id: number; token: string; body: string }>(
-      "SELECT id, token, body FROM spill WHERE tenant_id = ? ORDER BY id LIMIT 1",
-    )
-    const remove = db.prepare<[number]>("DELETE FROM spill WHERE id = ?")
-    const tenants = db.prepare<[], { tenant_id: string }>("SELECT DISTINCT tenant_id FROM spill")
-    let bytes = (db.prepare("SELECT coalesce(sum(length(body)), 0) AS n FROM spill").get() as { n: number }).n
-
-    const spill: Spill = {
-      put: (tenantId, entry) =>
-        Effect.suspend((): Effect.Effect<void, SpillFull | SpillUnavailable> => {
-          const body = JSON.stringify({ rows: entry.rows, deadLetters: entry.deadLetters })
-          if (bytes + body.length > maxBytes) return Effect.fail(new SpillFull({ bytes }))
-          return Effect.try({
-            try: () => {
-              insert.run(tenantId, entry.token, body)
-              bytes += body.length
-            },
-            catch: failure,
-          })
-        }),
-      oldest: (tenantId) =>
-        Effect.try({
-          try: () =>
-            Option.map(Option.fromNullable(first.get(tenantId)), (row) => {
-              const { rows, deadLetters } = JSON.parse(row.body) as Pick<SpillEntry, "rows" | "deadLetters">
-              return { id: row.id, token: row.token, rows, deadLetters }
-            }),
-          catch: failure,
-        }),
-      remove: (id) =>
-        Effect.try({
-          try: () => {
-            const row = db
-              .prepare<[number], { n: number }>("SELECT length(body) AS n FROM spill WHERE id = ?")
-              .get(id)
-            remove.run(id)
-            bytes -= row?.n ?? 0
-          },
-          catch: failure,
-        }),
-      tenants: Effect.try({ try: () => tenants.all().map((r) => r.tenant_id), catch: failure }),
-    }
-    return spill
-  })
+/**
+ * The spill `config` selects, closed with the scope: the S3 spill when `spillBucket` is set, else
+ * the SQLite file in `dataDir`. Each backend's module (and the S3 SDK) is loaded only when chosen.
+ */
+export const fromConfig = (
+  config: Pick<ProcessorConfig, "dataDir" | "spillMaxBytes" | "spillBucket">,
+): Effect.Effect<Spill, SpillUnavailable, Scope.Scope> => {
+  const bucket = config.spillBucket
+  return bucket === undefined
+    ? Effect.flatMap(
+        Effect.promise(() => import("./SqliteSpill.js")),
+        (backend) => backend.make(config.dataDir, config.spillMaxBytes),
+      )
+    : Effect.flatMap(
+        Effect.promise(() => import("./S3Spill.js")),
+        (backend) => backend.make({ ...bucket, maxBytes: config.spillMaxBytes }),
+      )
+}

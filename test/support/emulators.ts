@@ -303,3 +303,68 @@ export const startDynalite = async (): Promise<DynamoEmulator> => {
     probe: listTablesProbe,
   })
 }
+
+/** s3rver's one account (its access key must be known; signatures are not checked). */
+export const S3RVER_CREDENTIALS = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" }
+
+export type S3Emulator = Emulator<"s3rver"> & {
+  /** Where s3rver keeps the buckets' files (a temp directory of its own). */
+  readonly directory: string
+}
+
+/**
+ * s3rver (npm `s3rver`): an S3-compatible server over files, for the shared tenant spill. Listens
+ * on 127.0.0.1 on a free port and keeps its files in a fresh temp directory (removed on stop).
+ * It knows one account, `S3RVER_CREDENTIALS`, and does not check signatures; path-style addressing
+ * only (the endpoint is an IP). Tests create their buckets through the API.
+ *
+ * Listing order: s3rver walks a bucket's directories in readdir order, which Node returns sorted
+ * by bytes, so keys come back in the byte order of their files' names (`<key>._S3rver_object`).
+ * That is S3's key order whenever no key is a prefix of a sibling key, as with the spill's
+ * fixed-length keys; S3 itself guarantees it for all keys.
+ */
+export const startS3rver = async (): Promise<S3Emulator> => {
+  const script = require.resolve("s3rver/bin/s3rver.js")
+  const [port] = await freePorts(1)
+  if (port === undefined) throw new Error("could not reserve a port")
+  const { mkdtemp, rm } = await import("node:fs/promises")
+  const directory = await mkdtemp(path.join(os.tmpdir(), "sluice-s3rver-"))
+  try {
+    const emulator = await startEmulator({
+      name: "s3rver",
+      script,
+      args: [
+        "--directory",
+        directory,
+        "--address",
+        HOST,
+        "--port",
+        String(port),
+        "--silent",
+        "--allow-mismatched-signatures",
+      ],
+      port,
+      // s3rver's continuation tokens are DES-encrypted, which OpenSSL 3 only has in its legacy provider.
+      env: {
+        NODE_OPTIONS: [process.env.NODE_OPTIONS, "--openssl-legacy-provider"].filter(Boolean).join(" "),
+      },
+      // Any HTTP answer to GET / (ListBuckets) means the server routes requests.
+      probe: (endpoint) => ({
+        call: () =>
+          fetch(`${endpoint}/`, { signal: AbortSignal.timeout(2_000) }).then((r) => r.arrayBuffer()),
+        close: () => {},
+      }),
+    })
+    return {
+      ...emulator,
+      directory,
+      stop: async () => {
+        await emulator.stop()
+        await rm(directory, { recursive: true, force: true })
+      },
+    }
+  } catch (error) {
+    await rm(directory, { recursive: true, force: true })
+    throw error
+  }
+}
