@@ -86,7 +86,18 @@ export const make = (config: ProcessorConfig.ProcessorConfig) =>
       )
     }
 
-    for (const tenantId of yield* Effect.orDie(spill.tenants)) yield* tenant(tenantId)
+    // ...and again every spill_scan_ms: a shared spill (S3) may hold batches of a processor that
+    // stopped for good, whose shards this one took over.
+    const scanSpill = Effect.gen(function* () {
+      for (const tenantId of yield* spill.tenants) yield* Effect.flatMap(tenant(tenantId), (a) => a.wakeSpill)
+    })
+    yield* Effect.orDie(scanSpill)
+    yield* scanSpill.pipe(
+      Effect.catchAll((error) => Effect.logWarning("could not list the spill's tenants", error)),
+      Effect.repeat(Schedule.spaced(Duration.millis(config.spillScanMs))),
+      Effect.delay(Duration.millis(config.spillScanMs)),
+      Effect.forkScoped,
+    )
 
     let stopping = false
     const workers = yield* FiberMap.make<string>()

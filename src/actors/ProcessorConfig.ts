@@ -66,8 +66,16 @@ export interface ProcessorConfig {
    * the shared shard checkpoints move on for the other tenants. Default 10 s.
    */
   readonly spillAfterMs: number
-  /** Disk budget of the spill; past it a failing tenant's batches wait in the stream. Default 1 GiB. */
+  /**
+   * Byte budget of the spill (of this processor's entries in a shared S3 spill); past it a failing
+   * tenant's batches wait in the stream. Default 1 GiB.
+   */
   readonly spillMaxBytes: number
+  /**
+   * How often the spill is listed for tenants with entries, so that batches a stopped processor
+   * left in a shared spill are drained by the ones still running. Default 10 s.
+   */
+  readonly spillScanMs: number
   /** Where the spill file lives (SLUICE_DATA_DIR). */
   readonly dataDir: string
   /**
@@ -170,6 +178,7 @@ export const processor: Config.Config<ProcessorConfig> = Config.all({
   deviceIdleMs: key(Config.integer("device_idle_ms").pipe(Config.withDefault(600_000))),
   spillAfterMs: key(Config.integer("spill_after_ms").pipe(Config.withDefault(10_000))),
   spillMaxBytes: key(Config.integer("spill_max_bytes").pipe(Config.withDefault(1024 ** 3))),
+  spillScanMs: key(Config.integer("spill_scan_ms").pipe(Config.withDefault(10_000))),
   dataDir,
   spillBucket,
 })
@@ -192,5 +201,6 @@ export const defaults: ProcessorConfig = {
   deviceIdleMs: 600_000,
   spillAfterMs: 10_000,
   spillMaxBytes: 1024 ** 3,
+  spillScanMs: 10_000,
   dataDir: "./data",
 }

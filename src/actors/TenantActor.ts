@@ -14,7 +14,7 @@ import type { DeadLetter, TelemetryRow, TelemetryStoreApi } from "../storage/Tel
 import type { LiveFeedApi } from "./LiveFeed.js"
 import type { ProcessorConfig } from "./ProcessorConfig.js"
 import type { TenantBatch } from "./Protocol.js"
-import type { Spill } from "./Spill.js"
+import type { Spill, SpillUnavailable } from "./Spill.js"
 
 export interface TenantActor {
   readonly tenantId: string
@@ -22,6 +22,11 @@ export interface TenantActor {
   readonly send: (batch: TenantBatch) => Effect.Effect<void>
   /** Stops taking new batches after the ones already sent, stores them, and returns. */
   readonly drain: Effect.Effect<void>
+  /**
+   * Looks in the spill again: entries another processor left there (it stopped, or its machine
+   * is gone) are drained oldest first, as this actor's own are.
+   */
+  readonly wakeSpill: Effect.Effect<void>
 }
 
 /**
@@ -138,14 +143,22 @@ export const make = (
         for (const b of batches) yield* b.ticket.settle()
       })
 
+    /** A spill that does not answer (a disk error, S3 throttling) is retried: its entries wait. */
+    const spillRetry = <A>(effect: Effect.Effect<A, SpillUnavailable>) =>
+      effect.pipe(
+        Effect.tapError((error) => Effect.logWarning("the spill did not answer; retrying", error)),
+        Effect.retry(storeRetry),
+        Effect.orDie,
+      )
+
     /** Drains the spill, oldest first, whenever there is something in it. */
     const drainSpill = Effect.gen(function* () {
       yield* Queue.take(wake)
       for (;;) {
-        const next = yield* Effect.orDie(spill.oldest(tenantId))
+        const next = yield* spillRetry(spill.oldest(tenantId))
         if (Option.isNone(next)) {
           const empty = yield* mode.withPermits(1)(
-            Effect.flatMap(Effect.orDie(spill.oldest(tenantId)), (again) =>
+            Effect.flatMap(spillRetry(spill.oldest(tenantId)), (again) =>
               Effect.sync(() => {
                 if (Option.isNone(again)) spilled = false
                 return Option.isNone(again)
@@ -157,7 +170,7 @@ export const make = (
         }
         const entry = next.value
         yield* store_(entry.rows, entry.deadLetters, entry.token, storeRetry).pipe(Effect.orDie)
-        yield* Effect.orDie(spill.remove(entry.id))
+        yield* spillRetry(spill.remove(entry.id))
       }
     }).pipe(Effect.forever, Effect.annotateLogs({ tenant: tenantId, spill: true }))
     yield* Effect.forkScoped(drainSpill)
@@ -205,6 +218,7 @@ export const make = (
       // an insert can take hundreds of milliseconds, a live feed should not.
       send: (batch: TenantBatch) =>
         Effect.zipRight(live.publish(tenantId, batch.rows), Queue.offer(mailbox, batch)),
+      wakeSpill: Queue.offer(wake, undefined),
       drain: Effect.gen(function* () {
         draining = true
         // Senders have stopped; the loop is done once the mailbox is empty and no flush runs.
