@@ -76,6 +76,18 @@ if (cli.mode._tag === "Supervisor" && cluster.isPrimary) {
   Supervisor.run(cli.provider)
 } else if (cli.mode._tag === "Roles") {
   await launchRoles(cli.mode.roles)
+} else if (cli.mode._tag === "CopyStore") {
+  const { Effect } = await import("effect")
+  const CopyStore = await import("./storage/CopyStore.js")
+  const exit = await Effect.runPromiseExit(
+    CopyStore.command(cli.mode.url).pipe(Effect.withConfigProvider(cli.provider)),
+  )
+  if (exit._tag === "Failure") {
+    const { Cause } = await import("effect")
+    console.error(`sluice: the copy failed: ${Cause.pretty(exit.cause)}`)
+    process.exit(1)
+  }
+  process.exit(0)
 } else {
   console.error("sluice: a supervised child needs --role")
   process.exit(2)

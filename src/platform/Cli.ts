@@ -11,6 +11,7 @@ import { ROLES, type Role } from "../observability/Health.js"
 export const usage = `usage: sluice [--role ROLES | --single-process] [--config FILE] [--data-dir DIR]
               [--mqtt-port N] [--ingress-http-port N] [--http-port N] [--host ADDR] [--ingress-workers N]
               [--supervisor-port N]
+       sluice --copy-store-to URL [--data-dir DIR]
 
   (no --role)            run every role, each tier in its own child process under a supervisor
                          that restarts a child that dies and shuts down in order (the default)
@@ -25,6 +26,9 @@ export const usage = `usage: sluice [--role ROLES | --single-process] [--config 
   --ingress-http-port N  ingress: HTTP ingest port, POST /v1/telemetry (default 8081), env SLUICE_INGRESS_HTTP_PORT
   --http-port N          serving: HTTP API / WebSocket port (default 8080), env SLUICE_HTTP_PORT
   --host ADDR            interface for every listener (default 0.0.0.0)
+  --copy-store-to URL    copy the embedded store (chDB in the data directory) into the ClickHouse
+                         server at URL (SLUICE_CLICKHOUSE_USER/_PASSWORD/_DATABASE), then exit;
+                         run it with the platform stopped (docs/deploy.md)
   --version              print the version
   -h, --help             print this
 
@@ -36,6 +40,8 @@ export type Mode =
   | { readonly _tag: "Supervisor" }
   /** These roles, in this process. */
   | { readonly _tag: "Roles"; readonly roles: ReadonlyArray<Role> }
+  /** `--copy-store-to URL`: copy the embedded store into a ClickHouse server, then exit. */
+  | { readonly _tag: "CopyStore"; readonly url: string }
 
 export interface Cli {
   readonly help: boolean
@@ -73,6 +79,7 @@ export const parse = (argv: ReadonlyArray<string>): Cli => {
       "ingress-http-port": { type: "string" },
       "http-port": { type: "string" },
       host: { type: "string" },
+      "copy-store-to": { type: "string" },
     },
     strict: true,
     allowPositionals: false,
@@ -100,12 +107,22 @@ export const parse = (argv: ReadonlyArray<string>): Cli => {
   set("http", "port", values["http-port"])
   set("http", "host", values.host)
   const env = ConfigProvider.fromEnv().pipe(ConfigProvider.constantCase)
+  if (
+    values["copy-store-to"] !== undefined &&
+    (values.role !== undefined || values["single-process"] === true)
+  ) {
+    throw new TypeError(
+      "--copy-store-to runs alone: the platform must be stopped (chDB's directory is one process's)",
+    )
+  }
   const mode: Mode =
-    values.role !== undefined
-      ? { _tag: "Roles", roles: parseRoles(values.role) }
-      : values["single-process"] === true
-        ? { _tag: "Roles", roles: ROLES }
-        : { _tag: "Supervisor" }
+    values["copy-store-to"] !== undefined
+      ? { _tag: "CopyStore", url: values["copy-store-to"] }
+      : values.role !== undefined
+        ? { _tag: "Roles", roles: parseRoles(values.role) }
+        : values["single-process"] === true
+          ? { _tag: "Roles", roles: ROLES }
+          : { _tag: "Supervisor" }
   return {
     help: values.help === true,
     version: values.version === true,

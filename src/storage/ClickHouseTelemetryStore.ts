@@ -94,7 +94,8 @@ const pageLimit = (limit: number) =>
 
 type ClientConnection = NonNullable<NonNullable<Parameters<typeof createClient>[0]>["connection"]>
 
-const openClient = (target: StorageConfig.ClickHouseTarget): ClickHouseClient => {
+/** A client of `target`: chDB in this process, or a server over HTTP(S). */
+export const openClient = (target: StorageConfig.ClickHouseTarget): ClickHouseClient => {
   if (target._tag === "Embedded") {
     mkdirSync(target.path, { recursive: true })
     // chdb types its connection against @clickhouse/client-common, which @clickhouse/client

@@ -40,6 +40,12 @@ export const databaseNamePattern = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/
 const key = <A>(c: Config.Config<A>) => c.pipe(Config.nested("clickhouse"), Config.nested("sluice"))
 const optional = <A>(c: Config.Config<A>) => Config.option(c).pipe(Config.map(Option.getOrUndefined))
 
+/** SLUICE_CLICKHOUSE_USER and _PASSWORD, whether or not SLUICE_CLICKHOUSE_URL is set. */
+export const credentials = Config.all({
+  user: key(optional(Config.string("user"))),
+  password: key(optional(Config.redacted("password"))),
+})
+
 /**
  * The store's settings:
  * - SLUICE_CLICKHOUSE_URL: a server, e.g. `http://localhost:8123`; unset = embedded chDB at

@@ -24,6 +24,16 @@ describe("sluice flags", () => {
     expect(() => Cli.parse(["--nope"])).toThrow(/nope/)
   })
 
+  it("runs the store copy alone: --copy-store-to with a role is refused", () => {
+    expect(Cli.parse(["--copy-store-to", "http://ch:8123"]).mode).toEqual({
+      _tag: "CopyStore",
+      url: "http://ch:8123",
+    })
+    expect(() => Cli.parse(["--copy-store-to", "http://ch:8123", "--role", "processor"])).toThrow(
+      /platform must be stopped/,
+    )
+  })
+
   it.effect("maps flags onto the tiers' Config keys", () =>
     Effect.gen(function* () {
       const cli = Cli.parse([
