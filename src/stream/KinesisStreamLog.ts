@@ -3,29 +3,24 @@
  * `shard_count` shards if it does not exist. Appends are group-committed into shared PutRecords
  * requests (`kinesisGroupCommit.ts`, `kinesisPut.ts`); readers are in `kinesisReader.ts`.
  *
- * Checkpoints live in a local SQLite file, `${data_dir}/kinesis-checkpoints.sqlite`, keyed by
- * stream name and consumer: they are as durable as that disk and belong to ONE worker per
- * consumer. Sharing a stream's shards between several workers needs leases, which come later.
+ * It keeps nothing on local disk: a processor fleet's checkpoints live in its shard leases
+ * (`DynamoShardLeases`), which any number of workers on any machines share.
  */
-import { mkdirSync } from "node:fs"
-import { join } from "node:path"
 import {
   CreateStreamCommand,
   DescribeStreamSummaryCommand,
   ListShardsCommand,
   type Shard,
 } from "@aws-sdk/client-kinesis"
-import Database from "better-sqlite3"
 import { Effect, Layer } from "effect"
-import { checkpointTable } from "./Checkpoints.js"
 import { call, makeClient, putRecordsSender, readApi } from "./kinesisClient.js"
 import { defaultQueueBounds, groupCommit, type QueueBounds } from "./kinesisGroupCommit.js"
 import { defaultPutPolicy, type PutPolicy } from "./kinesisPut.js"
-import { checkPosition, openReader } from "./kinesisReader.js"
-import { parseSequenceNumber, validateBatch } from "./Shards.js"
+import { openReader } from "./kinesisReader.js"
+import { validateBatch } from "./Shards.js"
 import * as StreamConfig from "./StreamConfig.js"
-import { StreamUnavailable, UnknownShard } from "./StreamError.js"
-import { Position, type ShardInfo, StreamLog, type StreamLogApi } from "./StreamLog.js"
+import { StreamUnavailable } from "./StreamError.js"
+import { type ShardInfo, StreamLog, type StreamLogApi } from "./StreamLog.js"
 
 /** Tuning for `make`; every field has a default. */
 export interface KinesisOptions {
@@ -57,24 +52,6 @@ export const make = (config: StreamConfig.KinesisStreamConfig, options: KinesisO
   Effect.gen(function* () {
     const streamName = config.streamName
     const client = yield* makeClient(config)
-
-    const db = yield* Effect.acquireRelease(
-      Effect.try({
-        try: () => {
-          mkdirSync(config.dataDir, { recursive: true })
-          const db = new Database(join(config.dataDir, "kinesis-checkpoints.sqlite"))
-          db.pragma("journal_mode = WAL")
-          // A checkpoint lost to power failure only means re-delivery, which the pipeline absorbs.
-          db.pragma("synchronous = NORMAL")
-          return db
-        },
-        catch: unavailable("open checkpoints"),
-      }),
-      (db) => Effect.sync(() => db.close()),
-    )
-    const checkpoints = checkpointTable(db)
-    // Stream names cannot contain "/", so this key cannot collide across streams.
-    const consumerKey = (consumer: string) => `${streamName}/${consumer}`
 
     // --- the stream exists and is ACTIVE ---------------------------------------------------------
     const describe = Effect.map(
@@ -116,7 +93,6 @@ export const make = (config: StreamConfig.KinesisStreamConfig, options: KinesisO
     )
 
     // --- shards ---------------------------------------------------------------------------------
-    let knownShards = new Set<string>()
     const listShards = Effect.gen(function* () {
       const shards: Array<ShardInfo> = []
       let nextToken: string | undefined
@@ -128,16 +104,8 @@ export const make = (config: StreamConfig.KinesisStreamConfig, options: KinesisO
         for (const shard of out.Shards ?? []) shards.push(toShardInfo(shard))
         nextToken = out.NextToken
       } while (nextToken !== undefined)
-      knownShards = new Set(shards.map((s) => s.shardId))
       return shards as ReadonlyArray<ShardInfo>
     }).pipe(Effect.mapError(unavailable("listShards")), Effect.withSpan("KinesisStreamLog.listShards"))
-    // Shards only appear by resharding, so the cached list is refreshed on a miss only.
-    const knownShard = (shardId: string) =>
-      knownShards.has(shardId)
-        ? Effect.void
-        : Effect.flatMap(listShards, () =>
-            knownShards.has(shardId) ? Effect.void : Effect.fail(new UnknownShard({ shardId })),
-          )
 
     // --- appends ---------------------------------------------------------------------------------
     const enqueue = yield* groupCommit(
@@ -153,49 +121,16 @@ export const make = (config: StreamConfig.KinesisStreamConfig, options: KinesisO
       return yield* enqueue(records)
     })
 
-    // --- reading and checkpoints ------------------------------------------------------------------
+    // --- reading --------------------------------------------------------------------------------
     const reads = readApi(client, streamName)
     const reader: StreamLogApi["reader"] = Effect.fn("KinesisStreamLog.reader")((shardId, position) =>
       openReader(reads, shardId, position),
     )
 
-    const checkpoint: StreamLogApi["checkpoint"] = Effect.fn("KinesisStreamLog.checkpoint")(
-      function* (consumer, shardId, sequenceNumber) {
-        yield* knownShard(shardId)
-        const seq = yield* parseSequenceNumber(sequenceNumber)
-        yield* Effect.try({
-          try: () => checkpoints.advance(consumerKey(consumer), shardId, seq),
-          catch: unavailable("checkpoint"),
-        })
-      },
-    )
-
-    const resumePosition: StreamLogApi["resumePosition"] = Effect.fn("KinesisStreamLog.resumePosition")(
-      function* (consumer, shardId) {
-        yield* knownShard(shardId)
-        return yield* Effect.try({
-          try: () => checkpoints.get(consumerKey(consumer), shardId) ?? Position.TrimHorizon(),
-          catch: unavailable("resumePosition"),
-        })
-      },
-    )
-
-    const resetCheckpoint: StreamLogApi["resetCheckpoint"] = Effect.fn("KinesisStreamLog.resetCheckpoint")(
-      function* (consumer, shardId, position) {
-        yield* knownShard(shardId)
-        // Validated as a reader would take it, so a bad reset fails now rather than on resume.
-        yield* checkPosition(reads, shardId, position)
-        yield* Effect.try({
-          try: () => checkpoints.reset(consumerKey(consumer), shardId, position),
-          catch: unavailable("resetCheckpoint"),
-        })
-      },
-    )
-
-    return StreamLog.of({ append, listShards, reader, checkpoint, resumePosition, resetCheckpoint })
+    return StreamLog.of({ append, listShards, reader })
   })
 
-/** Kinesis configured from the environment (SLUICE_KINESIS_*, SLUICE_DATA_DIR). */
+/** Kinesis configured from the environment (SLUICE_KINESIS_*). */
 export const layer = Layer.scoped(
   StreamLog,
   Effect.flatMap(StreamConfig.kinesis, (config) => make(config)),

@@ -1,17 +1,18 @@
 /**
  * The embedded log's storage layer: one SQLite database (WAL) with one table per shard, the
  * sequence number as its rowid. Several processes open it at once — ingress workers append, the
- * processor reads and checkpoints, every one of them trims — so the database, not memory, is the
- * truth: every write is a BEGIN IMMEDIATE transaction (one writer at a time) that reads inside
- * itself what it builds on — a shard's newest sequence number and arrival, the retained bytes.
- * What a process remembers (`seen`) is only a lower bound, used where it already answers the
- * question. SqliteStreamLog builds the contract — group commit, retention, readers — on top.
+ * processor reads (and checkpoints in its leases, in the same file), every one of them trims — so
+ * the database, not memory, is the truth: every write is a BEGIN IMMEDIATE transaction (one
+ * writer at a time) that reads inside itself what it builds on — a shard's newest sequence number
+ * and arrival, the retained bytes, the lease checkpoints that bound a trim. What a process
+ * remembers (`seen`) is only a lower bound, used where it already answers the question.
+ * SqliteStreamLog builds the contract — group commit, retention, readers — on top.
  */
 import { mkdirSync } from "node:fs"
 import { join } from "node:path"
 import Database from "better-sqlite3"
 import { Effect } from "effect"
-import { checkpointTable } from "./Checkpoints.js"
+import { consumedThrough } from "./ConsumedThrough.js"
 import { evenHashRanges, hashKey } from "./Shards.js"
 import type { EmbeddedStreamConfig } from "./StreamConfig.js"
 import { StreamUnavailable } from "./StreamError.js"
@@ -25,7 +26,7 @@ import type { Appended, AppendRecord, ReadLimits, StreamRecord } from "./StreamL
  */
 export const BUSY_TIMEOUT_MS = 5_000
 
-/** Kinesis-style shard ids, so logs and checkpoints read the same on both backends. */
+/** Kinesis-style shard ids, so logs and lease checkpoints read the same on both backends. */
 export const shardIdOf = (index: number) => `shardId-${String(index).padStart(12, "0")}`
 
 /** A shard's newest sequence number and arrival time (epoch ms). */
@@ -88,10 +89,9 @@ const createSchema = (db: Database.Database, requestedShards: number) => {
     }
     db.prepare("INSERT INTO budget (id, retained_bytes) VALUES (0, ?)").run(bytes)
   }
-  return { existing, shardCount, checkpoints: checkpointTable(db) }
+  return { existing, shardCount }
 }
 
-/** Opens (or creates) the database; the scope closes it. */
 /**
  * A connection to `dataDir/stream.sqlite` (created if missing) in WAL mode with the log's fsync
  * setting and busy timeout, closed with the scope. Every user of the file opens it this way: the
@@ -119,10 +119,11 @@ export const connect = <E>(dataDir: string, fsync: boolean, onError: (cause: unk
     return db
   })
 
+/** Opens (or creates) the log's database and its schema; the scope closes it. */
 export const open = (config: EmbeddedStreamConfig) =>
   Effect.gen(function* () {
     const db = yield* connect(config.dataDir, config.fsync, unavailable("open"))
-    const { existing, shardCount, checkpoints } = yield* Effect.try({
+    const { existing, shardCount } = yield* Effect.try({
       try: () => db.transaction(createSchema).immediate(db, config.shardCount),
       catch: unavailable("open"),
     })
@@ -225,7 +226,7 @@ export const open = (config: EmbeddedStreamConfig) =>
 
     /**
      * Deletes up to `maxRows` of a shard's oldest records, none past `limit()` — called inside
-     * the transaction, so the checkpoints it reads are current — and returns how many went.
+     * the transaction, so the lease checkpoints it reads are current — and returns how many went.
      */
     const trimTx = db.transaction((shard: number, maxRows: number, limit: () => number) => {
       const through = limit()
@@ -278,7 +279,8 @@ export const open = (config: EmbeddedStreamConfig) =>
       shardCount,
       ranges,
       shardIds,
-      checkpoints,
+      /** Per shard id, what every processor application's lease has processed (`ConsumedThrough`). */
+      consumedThrough: consumedThrough(db),
       shardOfKey,
       seen,
       newest,

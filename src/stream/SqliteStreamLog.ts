@@ -2,8 +2,9 @@
  * The embedded StreamLog over the tables of `SqliteShards` (one SQLite database, a table per
  * shard), safe to open from several processes at once. A process's concurrent appends are
  * group-committed: every append that arrives while a commit is pending joins it, so one fsync
- * covers them all. Retention trims by age, never past what every consumer has processed; the disk
- * budget pushes back with StreamFull.
+ * covers them all. Retention trims by age, never past what every processor application has
+ * processed by its lease checkpoints (`ConsumedThrough`); the disk budget pushes back with
+ * StreamFull. Readers are positions only: the log keeps no consumer state of its own.
  */
 import { Duration, Effect, Layer, Schedule } from "effect"
 import { parseSequenceNumber, validateBatch } from "./Shards.js"
@@ -13,7 +14,7 @@ import { type AppendError, PositionPastEnd, StreamFull, UnknownShard } from "./S
 import {
   type Appended,
   defaultReadLimits,
-  Position,
+  type Position,
   type ReadBatch,
   type ShardInfo,
   StreamLog,
@@ -40,7 +41,7 @@ const fromDb = <A>(operation: string, f: () => A) => Effect.try({ try: f, catch:
 export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
   Effect.gen(function* () {
     const tables = yield* SqliteShards.open(config)
-    const { shardCount, ranges, shardIds, checkpoints, seen } = tables
+    const { shardCount, ranges, shardIds, seen } = tables
 
     // --- group commit ---------------------------------------------------------------------
     let queue: Array<Pending> = []
@@ -101,7 +102,7 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
         queue.push({ records: job.records, shards: job.shards, bytes: job.bytes, retried, resume })
         schedule()
       })
-    /** At the budget: free what every consumer is done with, then look again at the database's count. */
+    /** At the budget: free what every processor application is done with, then look at the database's count again. */
     const reclaimThenEnqueue = (job: SqliteShards.Job) =>
       Effect.zipRight(
         reclaimOnce(job.bytes),
@@ -117,7 +118,7 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
     }
 
     // --- retention and the disk budget -------------------------------------------------------
-    const consumedThrough = (shard: number) => checkpoints.consumedThrough(shardIds[shard]!)
+    const consumedThrough = (shard: number) => tables.consumedThrough(shardIds[shard]!)
     /**
      * Trims a shard chunk by chunk while `more()` holds. Between chunks it leaves the write lock
      * free for as long as it held it: waiting writers (other processes) poll for it, and would
@@ -136,10 +137,10 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
         }
       })
     /**
-     * Trims records older than the retention — but never past what every consumer has processed:
-     * an acknowledged record that storage has not taken yet stays (the disk budget then pushes
-     * back on ingress) rather than expiring unread. Every process runs it; each chunk decides
-     * from the database inside its transaction, so concurrent runs only share the work.
+     * Trims records older than the retention — but never past what every processor application
+     * has processed: an acknowledged record that storage has not taken yet stays (the disk budget
+     * then pushes back on ingress) rather than expiring unread. Every process runs it; each chunk
+     * decides from the database inside its transaction, so concurrent runs only share the work.
      */
     const trimExpired = Effect.gen(function* () {
       const cutoff = Date.now() - config.retentionMs
@@ -159,9 +160,10 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
       return trimmed
     })
     /**
-     * Frees unexpired records that every consumer has processed until `needed` bytes fit with
-     * some headroom. Only reached at the budget: unread records are never dropped, so the log
-     * refuses appends instead.
+     * Frees unexpired records that every processor application has processed until `needed`
+     * bytes fit with some headroom. Only reached at the budget: unprocessed records are never
+     * dropped, so the log refuses appends instead; with no application at all, nothing counts as
+     * processed and nothing unexpired is freed.
      */
     const reclaimConsumed = (needed: number) =>
       Effect.gen(function* () {
@@ -282,37 +284,10 @@ export const make = (config: StreamConfig.EmbeddedStreamConfig) =>
         return { shardId, pull }
       })
 
-    const checkpoint: StreamLogApi["checkpoint"] = (consumer, shardId, sequenceNumber) =>
-      Effect.gen(function* () {
-        const shard = yield* shardIndex(shardId)
-        const seq = yield* parseSequenceNumber(sequenceNumber)
-        const n = Number(seq)
-        if (!Number.isSafeInteger(n) || !(yield* reached(shard, n))) {
-          return yield* new PositionPastEnd({ shardId, sequenceNumber: seq })
-        }
-        yield* fromDb("checkpoint", () => checkpoints.advance(consumer, shardId, seq))
-      })
-
-    const resumePosition: StreamLogApi["resumePosition"] = (consumer, shardId) =>
-      Effect.flatMap(shardIndex(shardId), () =>
-        fromDb("resumePosition", () => checkpoints.get(consumer, shardId) ?? Position.TrimHorizon()),
-      )
-
-    const resetCheckpoint: StreamLogApi["resetCheckpoint"] = (consumer, shardId, position) =>
-      Effect.gen(function* () {
-        const shard = yield* shardIndex(shardId)
-        // Validates the position the same way a reader would, so a bad reset fails now, not on resume.
-        yield* startAfter(shard, shardId, position)
-        yield* fromDb("resetCheckpoint", () => checkpoints.reset(consumer, shardId, position))
-      })
-
     return StreamLog.of({
       append,
       listShards: Effect.succeed(shards),
       reader,
-      checkpoint,
-      resumePosition,
-      resetCheckpoint,
     })
   })
 

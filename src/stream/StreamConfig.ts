@@ -77,8 +77,6 @@ export interface KinesisStreamConfig {
   readonly secretAccessKey: Redacted.Redacted | undefined
   /** Shards to create if the stream does not exist (SLUICE_KINESIS_SHARD_COUNT). Default 4. */
   readonly shardCount: number
-  /** Directory holding the local checkpoint file (kinesis-checkpoints.sqlite). */
-  readonly dataDir: string
 }
 
 const kinesisKey = <A>(c: Config.Config<A>) => c.pipe(Config.nested("kinesis"), Config.nested("sluice"))
@@ -97,5 +95,4 @@ export const kinesis: Config.Config<KinesisStreamConfig> = Config.all({
     Config.map((o) => (o._tag === "Some" ? o.value : undefined)),
   ),
   shardCount: kinesisKey(Config.integer("shard_count").pipe(Config.withDefault(4))),
-  dataDir,
 })

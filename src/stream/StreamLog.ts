@@ -1,11 +1,13 @@
 /**
  * The durable stream between ingestion and everything else. Shaped by Kinesis semantics so the
  * embedded log and Kinesis fit it without special cases: shards chosen by the MD5 of a
- * partition key, opaque ordered sequence numbers, pull-based reads from a position, named
- * consumers with per-shard checkpoints, and shards that may split or merge.
+ * partition key, opaque ordered sequence numbers, pull-based reads from a position, and shards
+ * that may split or merge. The log keeps no consumer state: where a processor fleet is in each
+ * shard (its per-shard checkpoints) lives in its shard leases (`ShardLeases`), and a reader
+ * resumes or replays by opening at a `Position`.
  */
 import { Context, Data, type Effect, type Scope } from "effect"
-import type { AppendError, ReadError, StreamUnavailable, UnknownShard } from "./StreamError.js"
+import type { AppendError, ReadError, StreamUnavailable } from "./StreamError.js"
 
 /** A record to append: the partition key picks the shard (one device = one key = one shard). */
 export interface AppendRecord {
@@ -39,7 +41,10 @@ export interface ShardInfo {
   readonly endingSequenceNumber?: string | undefined
 }
 
-/** Where a reader starts in a shard. */
+/**
+ * Where a reader starts in a shard: resuming after a lease checkpoint is `AfterSequence`, replay
+ * is `AtSequence` or `AtTimestamp`.
+ */
 export type Position = Data.TaggedEnum<{
   /** The oldest retained record. */
   TrimHorizon: {}
@@ -91,26 +96,6 @@ export interface StreamLogApi {
   readonly listShards: Effect.Effect<ReadonlyArray<ShardInfo>, StreamUnavailable>
   /** Opens a reader on a shard at a position; the reader lives until the scope closes. */
   readonly reader: (shardId: string, position: Position) => Effect.Effect<ShardReader, ReadError, Scope.Scope>
-  /** Records that `consumer` has processed `shardId` up to and including `sequenceNumber`. */
-  readonly checkpoint: (
-    consumer: string,
-    shardId: string,
-    sequenceNumber: string,
-  ) => Effect.Effect<void, ReadError>
-  /** Where `consumer` resumes in `shardId`: after its checkpoint, at a reset position, or the trim horizon. */
-  readonly resumePosition: (
-    consumer: string,
-    shardId: string,
-  ) => Effect.Effect<Position, UnknownShard | StreamUnavailable>
-  /**
-   * Moves `consumer`'s checkpoint in `shardId` to a position (a sequence number or a time):
-   * this is replay. The next `resumePosition` returns it.
-   */
-  readonly resetCheckpoint: (
-    consumer: string,
-    shardId: string,
-    position: Position,
-  ) => Effect.Effect<void, ReadError>
 }
 
 /** The StreamLog service. Backends: `SqliteStreamLog` (embedded, default), `KinesisStreamLog`. */

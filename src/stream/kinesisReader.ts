@@ -127,15 +127,6 @@ const shardIterator = (api: ReadApi, shardId: string, start: Start) =>
     return { start: used, iterator: out.ShardIterator }
   })
 
-/** Validates `position` against the shard the way a reader would, without keeping the iterator. */
-export const checkPosition = (api: ReadApi, shardId: string, position: Position) =>
-  Effect.flatMap(
-    Effect.flatMap(Clock.currentTimeMillis, (now) => startOf(position, now)),
-    (start) =>
-      // AT_TIMESTAMP is not probed: kinesalite never answers one with no record at or after it.
-      start.type === "AT_TIMESTAMP" ? Effect.void : shardIterator(api, shardId, start),
-  )
-
 /** Opens a reader at `position`. */
 export const openReader = (
   api: ReadApi,

@@ -1,10 +1,7 @@
 /**
  * Behaviour only the Kinesis backend has, on both emulators: resharding (a split parent is read to
- * its end before its children), future timestamps, and checkpoints kept apart per stream.
+ * its end before its children) and future timestamps.
  */
-import { mkdtempSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import { DescribeStreamSummaryCommand, type KinesisClient, SplitShardCommand } from "@aws-sdk/client-kinesis"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Schedule } from "effect"
@@ -18,9 +15,8 @@ import {
   startKinesisMock,
 } from "../support/emulators.js"
 import { readN } from "./contract.js"
-import { emulatorConfig } from "./kinesisEnv.js"
+import { emulatorConfig, uniqueStreamName } from "./kinesisEnv.js"
 
-const fresh = () => mkdtempSync(join(tmpdir(), "sluice-kinesis-"))
 const text = (data: Uint8Array) => new TextDecoder().decode(data)
 const record = (partitionKey: string, body: string): AppendRecord => ({
   partitionKey,
@@ -55,7 +51,7 @@ describe.each([
   it.scopedLive(
     "after a split, reads the parent to its end before the children, keeping each key's order",
     () => {
-      const config = emulatorConfig(emulator!.endpoint, fresh(), 1)
+      const config = emulatorConfig(emulator!.endpoint, uniqueStreamName(), 1)
       const keys = Array.from({ length: 8 }, (_, i) => `device-${i}`)
       const batch = (from: number) =>
         keys.flatMap((k) => [from, from + 1, from + 2].map((i) => record(k, `${k}:${i}`)))
@@ -131,25 +127,8 @@ describe.each([
       const got = yield* readN(reader, 1)
       expect(got.map((r) => text(r.data))).toEqual(["late"])
       expect(got[0]!.arrivedAt).toBeGreaterThanOrEqual(at)
-    }).pipe(Effect.provide(KinesisStreamLog.layerWith(emulatorConfig(emulator!.endpoint, fresh(), 1)))),
+    }).pipe(
+      Effect.provide(KinesisStreamLog.layerWith(emulatorConfig(emulator!.endpoint, uniqueStreamName(), 1))),
+    ),
   )
-
-  it.scopedLive("keeps the checkpoints of two streams apart in one data directory", () => {
-    const dataDir = fresh()
-    const a = { ...emulatorConfig(emulator!.endpoint, dataDir, 1), streamName: `a-${Date.now()}` }
-    const b = { ...a, streamName: `b-${Date.now()}` }
-    return Effect.gen(function* () {
-      const shardId = yield* Effect.gen(function* () {
-        const log = yield* StreamLog
-        const [ack] = yield* log.append([record("k", "one")])
-        yield* log.checkpoint("processor", ack!.shardId, ack!.sequenceNumber)
-        expect((yield* log.resumePosition("processor", ack!.shardId))._tag).toBe("AfterSequence")
-        return ack!.shardId
-      }).pipe(Effect.provide(KinesisStreamLog.layerWith(a)))
-      const other = yield* Effect.flatMap(StreamLog, (log) => log.resumePosition("processor", shardId)).pipe(
-        Effect.provide(KinesisStreamLog.layerWith(b)),
-      )
-      expect(other._tag).toBe("TrimHorizon")
-    })
-  })
 })

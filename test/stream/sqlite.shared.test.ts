@@ -1,7 +1,8 @@
 /**
  * Two connections to one embedded log, as two processes would have: each sees the other's
- * appends (positions, checkpoints, lag), numbers records on from the other's, and both answer to
- * one disk budget. The multi-process test does the same with real processes and kills.
+ * appends (positions, lag), numbers records on from the other's, reclaims by the lease
+ * checkpoints of a third, and both answer to one disk budget. The multi-process test does the
+ * same with real processes and kills.
  */
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -12,6 +13,7 @@ import { Effect, Either } from "effect"
 import { BUSY_TIMEOUT_MS } from "../../src/stream/SqliteShards.js"
 import * as SqliteStreamLog from "../../src/stream/SqliteStreamLog.js"
 import { Position } from "../../src/stream/StreamLog.js"
+import { application } from "./applications.js"
 import { readN } from "./contract.js"
 
 const fresh = () => mkdtempSync(join(tmpdir(), "sluice-shared-"))
@@ -30,11 +32,14 @@ describe("embedded log, two connections", () => {
       const latest = yield* processor.reader(shardId, Position.Latest())
       const acks = yield* ingress.append(Array.from({ length: 3 }, (_, i) => record("k", 10, i)))
       const last = acks[2]!.sequenceNumber
-      // Positions and checkpoints at sequence numbers only the other connection has written.
+      // Positions at sequence numbers only the other connection has written.
       const at = yield* processor.reader(shardId, Position.AtSequence({ sequenceNumber: last }))
       expect((yield* readN(at, 1)).map((r) => r.sequenceNumber)).toEqual([last])
-      yield* processor.checkpoint("processor", shardId, last)
-      expect(yield* processor.resumePosition("processor", shardId)).toMatchObject({ sequenceNumber: last })
+      const after = yield* processor.reader(
+        shardId,
+        Position.AfterSequence({ sequenceNumber: acks[0]!.sequenceNumber }),
+      )
+      expect((yield* readN(after, 2)).map((r) => r.sequenceNumber)).toEqual([acks[1]!.sequenceNumber, last])
       expect((yield* readN(latest, 3)).map((r) => r.sequenceNumber)).toEqual(
         acks.map((a) => a.sequenceNumber),
       )
@@ -44,8 +49,11 @@ describe("embedded log, two connections", () => {
       yield* ingress.append([record("k", 10)])
       const first = yield* fromStart.pull({ maxRecords: 1, maxBytes: 1024 })
       expect(first.behindLatestMs).toBeGreaterThanOrEqual(25)
+      // Past what either has written: refused, not read from later.
       const pastEnd = (BigInt(last) + 100n).toString()
-      const refused = yield* Effect.either(processor.checkpoint("processor", shardId, pastEnd))
+      const refused = yield* Effect.either(
+        processor.reader(shardId, Position.AfterSequence({ sequenceNumber: pastEnd })),
+      )
       expect(Either.isLeft(refused) && refused.left._tag).toBe("PositionPastEnd")
     }),
   )
@@ -54,17 +62,19 @@ describe("embedded log, two connections", () => {
     "at a budget filled by the other, reclaims, and numbers on after a trim emptied the shard",
     () =>
       Effect.gen(function* () {
-        const settings = { ...SqliteStreamLog.defaults(fresh()), maxBytes: 10_000 }
+        const dataDir = fresh()
+        const settings = { ...SqliteStreamLog.defaults(dataDir), maxBytes: 10_000 }
         const a = yield* SqliteStreamLog.make(settings)
         const b = yield* SqliteStreamLog.make(settings)
+        const processor = yield* application(dataDir, "processor", yield* a.listShards)
         const first = yield* a.append([record("k", 1000)])
         const second = yield* b.append([record("k", 1000)])
         const rest = yield* a.append(Array.from({ length: 6 }, () => record("k", 1000)))
         const seqs = [first[0]!, second[0]!, ...rest].map((ack) => BigInt(ack.sequenceNumber))
         expect(seqs.every((seq, i) => i === 0 || seq > seqs[i - 1]!)).toBe(true)
-        // A consumer is done with all of it. b last saw 2 KB retained, the database holds 8 KB: its
-        // commit is refused by the database's count, reclaims, and goes through.
-        yield* a.checkpoint("c", first[0]!.shardId, rest[5]!.sequenceNumber)
+        // The processor application is done with all of it. b last saw 2 KB retained, the database
+        // holds 8 KB: its commit is refused by the database's count, reclaims, and goes through.
+        yield* processor.processed(first[0]!.shardId, rest[5]!.sequenceNumber)
         const after = yield* b.append([record("k", 3000)])
         // The shard was emptied by the reclaim; numbering goes on from its high-water mark.
         expect(BigInt(after[0]!.sequenceNumber)).toBeGreaterThan(seqs.at(-1)!)

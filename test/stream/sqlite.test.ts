@@ -1,4 +1,7 @@
-/** Behaviour only the embedded log has: the disk budget, retention by age, durability settings. */
+/**
+ * Behaviour only the embedded log has: the disk budget, retention by age bounded by the processor
+ * applications' lease checkpoints, durability settings.
+ */
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -8,6 +11,7 @@ import { ShardLeases } from "../../src/stream/ShardLeases.js"
 import * as SqliteShardLeases from "../../src/stream/SqliteShardLeases.js"
 import * as SqliteStreamLog from "../../src/stream/SqliteStreamLog.js"
 import { Position, StreamLog } from "../../src/stream/StreamLog.js"
+import { application } from "./applications.js"
 import { readN } from "./contract.js"
 
 const fresh = () => mkdtempSync(join(tmpdir(), "sluice-sqlite-"))
@@ -30,27 +34,31 @@ describe("embedded log", () => {
     ),
   )
 
-  it.scopedLive("at its budget frees only records every consumer has checkpointed", () =>
-    Effect.gen(function* () {
+  it.scopedLive("at its budget frees only records every processor application has checkpointed", () => {
+    const dataDir = fresh()
+    return Effect.gen(function* () {
       const log = yield* StreamLog
+      const shards = yield* log.listShards
+      const fast = yield* application(dataDir, "fast", shards)
+      const slow = yield* application(dataDir, "slow", shards)
       const acks = yield* log.append(Array.from({ length: 9 }, () => record("d", 1000)))
       const shardId = acks[0]!.shardId
-      yield* log.checkpoint("fast", shardId, acks[8]!.sequenceNumber)
-      yield* log.checkpoint("slow", shardId, acks[4]!.sequenceNumber)
+      yield* fast.processed(shardId, acks[8]!.sequenceNumber)
+      yield* slow.processed(shardId, acks[4]!.sequenceNumber)
       // "slow" still needs records 5..8, so only 0..4 may go: room for 5 KB, not for 6 KB.
       expect(Either.isRight(yield* Effect.either(log.append([record("d", 4900)])))).toBe(true)
       const next = yield* Effect.either(log.append([record("d", 2000)]))
       expect(Either.isLeft(next) && next.left._tag).toBe("StreamFull")
-      const slow = yield* log.reader(shardId, yield* log.resumePosition("slow", shardId))
-      const rest = yield* readN(slow, 5)
+      const reader = yield* log.reader(shardId, yield* slow.startPosition(shardId))
+      const rest = yield* readN(reader, 5)
       expect(rest.map((r) => r.sequenceNumber)).toEqual([
         ...acks.slice(5).map((a) => a.sequenceNumber),
         expect.any(String),
       ])
     }).pipe(
-      Effect.provide(SqliteStreamLog.layerWith({ ...SqliteStreamLog.defaults(fresh()), maxBytes: 10_000 })),
-    ),
-  )
+      Effect.provide(SqliteStreamLog.layerWith({ ...SqliteStreamLog.defaults(dataDir), maxBytes: 10_000 })),
+    )
+  })
 
   it.scopedLive("trims records older than the retention, and sequence numbers never repeat after", () => {
     const dataDir = fresh()
@@ -77,27 +85,31 @@ describe("embedded log", () => {
     })
   })
 
-  it.scopedLive("never expires records a consumer has not processed yet", () =>
-    Effect.gen(function* () {
+  it.scopedLive("never expires records in a shard a processor application has no lease of yet", () => {
+    const dataDir = fresh()
+    return Effect.gen(function* () {
       const log = yield* StreamLog
       const acks = yield* log.append(Array.from({ length: 6 }, () => record("slow", 10)))
       const shardId = acks[0]!.shardId
-      // The consumer (its storage down, say) got through record 2 only.
-      yield* log.checkpoint("processor", shardId, acks[2]!.sequenceNumber)
+      // The application has leases, all processed, but none of this shard (a shard it has not
+      // taken up yet): it may still start there from the oldest record.
+      const others = (yield* log.listShards).filter((s) => s.shardId !== shardId)
+      const app = yield* application(dataDir, "processor", others)
+      for (const other of others) yield* app.processed(other.shardId, acks[5]!.sequenceNumber)
       yield* Effect.sleep("600 millis")
       const reader = yield* log.reader(shardId, Position.TrimHorizon())
       const left = yield* reader.pull()
-      expect(left.records.map((r) => r.sequenceNumber)).toEqual(acks.slice(3).map((a) => a.sequenceNumber))
+      expect(left.records.map((r) => r.sequenceNumber)).toEqual(acks.map((a) => a.sequenceNumber))
     }).pipe(
       Effect.provide(
         SqliteStreamLog.layerWith({
-          ...SqliteStreamLog.defaults(fresh()),
+          ...SqliteStreamLog.defaults(dataDir),
           retentionMs: 300,
           trimIntervalMs: 50,
         }),
       ),
-    ),
-  )
+    )
+  })
 
   it.scopedLive("never expires records a processor application's leases have not checkpointed", () => {
     const dataDir = fresh()
