@@ -8,8 +8,8 @@
  *   the first readers are open before the layer is done, so before the HTTP server accepts anyone:
  *   a subscriber that subscribed before a record was appended gets it. Readings appended before
  *   the serving process started are history (`/v1/devices/:deviceId/telemetry`), never replayed.
- * - No checkpoints, no consumer name. On the embedded log every name with a checkpoint pins
- *   retention (`SqliteStreamLog` `consumedThrough`); a tail that checkpointed would hold the disk
+ * - No leases, no checkpoints. On the embedded log every processor application with leases pins
+ *   retention (`ConsumedThrough.ts`); a tail that checkpointed would hold the disk
  *   for as long as its serving process is away. Its position lives in memory: a shard's lost
  *   reader is reopened after the last record it handled (or, if none, at the time the tail
  *   started), so nothing is missed or published twice; a restarted serving process starts anew.
