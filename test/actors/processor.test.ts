@@ -40,7 +40,10 @@ const envelope = (deviceId: string, payload: unknown, receivedAt = T0) => {
 }
 const reading = (i: number) => ({ id: `m${i}`, ts: T0 + i * 1000, temp_f: 68 + i / 10, humidity: 40 })
 
-const layers = (dirs: { stream: string; chdb: string }) => {
+const layers = (
+  dirs: { stream: string; chdb: string },
+  processor: Partial<ProcessorConfig.ProcessorConfig> = {},
+) => {
   const infra = Layer.mergeAll(
     SqliteStreamLog.layerWith(SqliteStreamLog.defaults(dirs.stream)),
     ClickHouseTelemetryStore.layerWith(ClickHouseTelemetryStore.embedded(dirs.chdb)),
@@ -53,7 +56,11 @@ const layers = (dirs: { stream: string; chdb: string }) => {
     flushIntervalMs: 20,
     checkpointIntervalMs: 50,
     dataDir: dirs.stream,
-  }).pipe(Layer.provideMerge(infra), Layer.provideMerge(embeddedLeases(dirs.stream)))
+    ...processor,
+  }).pipe(
+    Layer.provideMerge(infra),
+    Layer.provideMerge(embeddedLeases(dirs.stream, processor.consumer ?? "processor")),
+  )
 }
 
 /** Polls the store until `check` holds, bounded in time. */
@@ -169,4 +176,36 @@ describe("processor", () => {
       )
     })
   })
+
+  it.scopedLive(
+    "a new consumer application starts at the oldest record, or at the newest when told so",
+    () => {
+      const d = dirs()
+      const late = { ...d, chdb: mkdtempSync(join(tmpdir(), "sluice-proc-chdb-late-")) }
+      return Effect.gen(function* () {
+        // Records in the stream before any processor ran.
+        yield* Effect.flatMap(StreamLog, (log) =>
+          log.append(Array.from({ length: 5 }, (_, i) => envelope("thermo-2", reading(i)))),
+        ).pipe(Effect.provide(SqliteStreamLog.layerWith(SqliteStreamLog.defaults(d.stream))))
+        // Default (TRIM_HORIZON): all of them.
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            const stored = yield* eventually(history("demo", "thermo-2"), (p) => p.rows.length >= 5)
+            expect(stored.rows.map((r) => r.msgId)).toEqual(["m0", "m1", "m2", "m3", "m4"])
+          }).pipe(Effect.provide(layers(d))),
+        )
+        // Another application told `latest`: only what arrives after its leases were made.
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            const log = yield* StreamLog
+            yield* log.append([envelope("thermo-2", reading(5))])
+            const stored = yield* eventually(history("demo", "thermo-2"), (p) => p.rows.length >= 1)
+            yield* Effect.sleep("300 millis")
+            expect((yield* history("demo", "thermo-2")).rows.map((r) => r.msgId)).toEqual(["m5"])
+            expect(stored.rows).toHaveLength(1)
+          }).pipe(Effect.provide(layers(late, { consumer: "late", initialPosition: { _tag: "Latest" } }))),
+        )
+      })
+    },
+  )
 })
