@@ -10,14 +10,13 @@
  */
 import {
   type AttributeValue,
-  CreateTableCommand,
-  DescribeTableCommand,
   DynamoDBClient,
   PutItemCommand,
   ScanCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb"
 import { Effect, Layer, Schema } from "effect"
+import { ensureTable } from "./dynamoTable.js"
 import { type AwsError, awsClientOptions, call } from "./kinesisClient.js"
 import * as LeasesConfig from "./LeasesConfig.js"
 import {
@@ -76,48 +75,11 @@ export const make = (config: LeasesConfig.DynamoLeasesConfig) =>
     const client = yield* makeClient(config)
     const TableName = config.table
 
-    const describe = Effect.map(
-      call((abortSignal) => client.send(new DescribeTableCommand({ TableName }), { abortSignal })),
-      (out) => out.Table?.TableStatus,
-    )
-    const create = call((abortSignal) =>
-      client.send(
-        new CreateTableCommand({
-          TableName,
-          BillingMode: "PAY_PER_REQUEST",
-          AttributeDefinitions: [{ AttributeName: "shardId", AttributeType: "S" }],
-          KeySchema: [{ AttributeName: "shardId", KeyType: "HASH" }],
-        }),
-        { abortSignal },
-      ),
-    ).pipe(
-      // Another worker of the fleet created it first.
-      Effect.catchIf(
-        (e) => e.name === "ResourceInUseException",
-        () => Effect.void,
-      ),
-    )
-    yield* describe.pipe(
-      Effect.catchIf(
-        (e) => e.name === "ResourceNotFoundException",
-        () => Effect.as(create, "CREATING"),
-      ),
-      Effect.flatMap((status) =>
-        status === "ACTIVE"
-          ? Effect.void
-          : describe.pipe(
-              Effect.delay("100 millis"),
-              Effect.repeat({ until: (s) => s === "ACTIVE" }),
-              Effect.timeoutFail({
-                duration: config.activeTimeoutMs ?? 120_000,
-                onTimeout: () =>
-                  new LeaseStoreUnavailable({ operation: "start", reason: "table not ACTIVE" }),
-              }),
-            ),
-      ),
-      Effect.mapError((e) => (e instanceof LeaseStoreUnavailable ? e : unavailable("start")(e))),
-      Effect.withSpan("DynamoShardLeases.start"),
-    )
+    yield* ensureTable(client, {
+      table: TableName,
+      key: "shardId",
+      activeTimeoutMs: config.activeTimeoutMs,
+    }).pipe(Effect.mapError(unavailable("start")), Effect.withSpan("DynamoShardLeases.start"))
 
     const ensureOne = (shard: ShardInfo, initial: string) =>
       call((abortSignal) =>

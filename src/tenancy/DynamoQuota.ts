@@ -98,13 +98,12 @@
  */
 import {
   type AttributeValue,
-  CreateTableCommand,
-  DescribeTableCommand,
   DynamoDBClient,
   GetItemCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb"
 import { Data, Effect, FiberSet, type Scope } from "effect"
+import * as DynamoTable from "../stream/dynamoTable.js"
 import { AwsError, awsClientOptions, isThrottling, toAwsError } from "../stream/kinesisClient.js"
 import type { Quotas, Reservation } from "./Quota.js"
 import * as Quota from "./Quota.js"
@@ -309,57 +308,13 @@ export const make = (
         }),
       )
 
-    const describe = Effect.map(
-      send(
-        (abortSignal) => client.send(new DescribeTableCommand({ TableName }), { abortSignal }),
-        START_CALL_TIMEOUT_MS,
-      ),
-      (out) => out.Table?.TableStatus,
-    )
-    const create = send(
-      (abortSignal) =>
-        client.send(
-          new CreateTableCommand({
-            TableName,
-            BillingMode: "PAY_PER_REQUEST",
-            AttributeDefinitions: [{ AttributeName: "tenant_id", AttributeType: "S" }],
-            KeySchema: [{ AttributeName: "tenant_id", KeyType: "HASH" }],
-          }),
-          { abortSignal },
-        ),
-      START_CALL_TIMEOUT_MS,
-    ).pipe(
-      // Another ingress process created it first.
-      Effect.catchIf(
-        (e) => e._tag === "AwsError" && e.name === "ResourceInUseException",
-        () => Effect.void,
-      ),
-    )
     /** Connects to the table, creating it if missing and waiting until it is ACTIVE. */
-    const ensureTable = describe.pipe(
-      Effect.catchIf(
-        (e) => e._tag === "AwsError" && e.name === "ResourceNotFoundException",
-        () => Effect.as(create, "CREATING"),
-      ),
-      Effect.flatMap((status) =>
-        status === "ACTIVE"
-          ? Effect.void
-          : describe.pipe(
-              Effect.delay("100 millis"),
-              Effect.repeat({ until: (s) => s === "ACTIVE" }),
-              Effect.timeoutFail({
-                duration: config.activeTimeoutMs ?? 120_000,
-                onTimeout: () =>
-                  new AwsError({
-                    name: "TableNotActive",
-                    message: `${TableName} not ACTIVE`,
-                    fault: "server",
-                  }),
-              }),
-            ),
-      ),
-      Effect.catchTag("ConditionFailed", () => Effect.die("no condition on a table call")),
-    )
+    const ensureTable = DynamoTable.ensureTable(client, {
+      table: TableName,
+      key: "tenant_id",
+      activeTimeoutMs: config.activeTimeoutMs,
+      callTimeoutMs: START_CALL_TIMEOUT_MS,
+    })
 
     const runLog = (effect: Effect.Effect<void>) => void run(effect)
     const fallback = Quota.make(rateOf, now)
