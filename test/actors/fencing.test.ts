@@ -14,7 +14,6 @@ import * as LiveFeed from "../../src/actors/LiveFeed.js"
 import * as Processor from "../../src/actors/Processor.js"
 import * as ProcessorConfig from "../../src/actors/ProcessorConfig.js"
 import * as Metrics from "../../src/observability/Metrics.js"
-import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
 import { TelemetryStore } from "../../src/storage/TelemetryStore.js"
 import { ShardLeases } from "../../src/stream/ShardLeases.js"
 import * as SqliteStreamLog from "../../src/stream/SqliteStreamLog.js"
@@ -23,6 +22,7 @@ import * as ConfigFile from "../../src/tenancy/ConfigFile.js"
 import { encodeEnvelope, partitionKeyOf } from "../../src/tenancy/Envelope.js"
 import * as Tenancy from "../../src/tenancy/Tenancy.js"
 import { embeddedLeases } from "../support/leases.js"
+import { wrapInserts } from "../support/switchableStore.js"
 
 const demo = await Effect.runPromise(ConfigFile.load(join(import.meta.dirname, "../../config/demo.yaml")))
 const T0 = Date.UTC(2026, 0, 1)
@@ -46,20 +46,13 @@ describe("fencing", () => {
         }
         const gate = yield* Deferred.make<void>()
         let inserts = 0
-        const gated = Layer.effect(
-          TelemetryStore,
-          Effect.map(TelemetryStore, (store) =>
-            TelemetryStore.of({
-              ...store,
-              insert: (rows, token) =>
-                Effect.zipRight(
-                  Effect.sync(() => inserts++),
-                  Effect.zipRight(Deferred.await(gate), store.insert(rows, token)),
-                ),
-            }),
-          ),
-        ).pipe(
-          Layer.provide(ClickHouseTelemetryStore.layerWith(ClickHouseTelemetryStore.embedded(dirs.chdb))),
+        const gated = wrapInserts(
+          dirs.chdb,
+          (insert) => (rows, token) =>
+            Effect.zipRight(
+              Effect.sync(() => inserts++),
+              Effect.zipRight(Deferred.await(gate), insert(rows, token)),
+            ),
         )
         const metrics = Metrics.make()
         const layers = Processor.layerWith({

@@ -30,6 +30,7 @@ import {
   startDynalite,
   startKinesalite,
 } from "../support/emulators.js"
+import { polling } from "../support/polling.js"
 
 const demo = await Effect.runPromise(ConfigFile.load(join(import.meta.dirname, "../../config/demo.yaml")))
 const T0 = Date.UTC(2026, 0, 1)
@@ -113,16 +114,7 @@ const layers = (dirs: { stream: string; chdb: string }) => {
 }
 
 /** Polls the store until `check` holds, bounded in time. */
-const eventually = <A>(query: Effect.Effect<A, unknown, TelemetryStore>, check: (a: A) => boolean) =>
-  Effect.gen(function* () {
-    const deadline = Date.now() + 20_000
-    let last = yield* query
-    while (!check(last) && Date.now() < deadline) {
-      yield* Effect.sleep("50 millis")
-      last = yield* query
-    }
-    return last
-  })
+const eventually = polling({ timeoutMs: 20_000, intervalMs: 50 })
 
 describe("AWS IoT Core as a device source (records of the rule's shape on Kinesis)", () => {
   it.scopedLive(

@@ -21,6 +21,7 @@ import * as ConfigFile from "../../src/tenancy/ConfigFile.js"
 import { encodeEnvelope, partitionKeyOf } from "../../src/tenancy/Envelope.js"
 import * as Tenancy from "../../src/tenancy/Tenancy.js"
 import { embeddedLeases, leaseCheckpoint, rawStreamSql } from "../support/leases.js"
+import { polling } from "../support/polling.js"
 
 const demo = await Effect.runPromise(ConfigFile.load(join(import.meta.dirname, "../../config/demo.yaml")))
 const T0 = Date.UTC(2026, 0, 1)
@@ -64,16 +65,7 @@ const layers = (
 }
 
 /** Polls the store until `check` holds, bounded in time. */
-const eventually = <A>(query: Effect.Effect<A, unknown, TelemetryStore>, check: (a: A) => boolean) =>
-  Effect.gen(function* () {
-    const deadline = Date.now() + 20_000
-    let last = yield* query
-    while (!check(last) && Date.now() < deadline) {
-      yield* Effect.sleep("50 millis")
-      last = yield* query
-    }
-    return last
-  })
+const eventually = polling({ timeoutMs: 20_000, intervalMs: 50 })
 
 const history = (tenantId: string, deviceId: string) =>
   Effect.flatMap(TelemetryStore, (s) => s.history(tenantId, deviceId, range, { limit: 1000 }))

@@ -17,13 +17,7 @@ import * as Processor from "../../src/actors/Processor.js"
 import * as ProcessorConfig from "../../src/actors/ProcessorConfig.js"
 import * as Spill from "../../src/actors/Spill.js"
 import * as Metrics from "../../src/observability/Metrics.js"
-import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
-import {
-  type DeadLetter,
-  StorageUnavailable,
-  type TelemetryRow,
-  TelemetryStore,
-} from "../../src/storage/TelemetryStore.js"
+import { type DeadLetter, type TelemetryRow, TelemetryStore } from "../../src/storage/TelemetryStore.js"
 import { ShardLeases } from "../../src/stream/ShardLeases.js"
 import * as SqliteStreamLog from "../../src/stream/SqliteStreamLog.js"
 import { StreamLog } from "../../src/stream/StreamLog.js"
@@ -33,6 +27,8 @@ import * as Tenancy from "../../src/tenancy/Tenancy.js"
 import { rawSql } from "../storage/fixtures.js"
 import { type S3Emulator, S3RVER_CREDENTIALS, startS3rver } from "../support/emulators.js"
 import { embeddedLeases, leaseCheckpoint } from "../support/leases.js"
+import { polling } from "../support/polling.js"
+import { switchableStore } from "../support/switchableStore.js"
 
 const T0 = Date.UTC(2026, 0, 1)
 
@@ -335,7 +331,7 @@ const record = (tenantId: string, deviceId: string, i: number) => ({
   ),
 })
 
-/** Tenants whose inserts fail right now (the switchable store of storageDown.test.ts). */
+/** Tenants whose inserts fail right now. */
 const failing = new Set<string>()
 
 /** A processor with its own local data directory, on the shared stream, store and bucket. */
@@ -344,23 +340,9 @@ const processorLayers = (
   local: string,
   workerId: string,
 ) => {
-  const switchable = Layer.effect(
-    TelemetryStore,
-    Effect.map(TelemetryStore, (store) =>
-      TelemetryStore.of({
-        ...store,
-        insert: (rows, token) =>
-          Effect.suspend(() =>
-            rows.some((r) => failing.has(r.tenantId))
-              ? Effect.fail(new StorageUnavailable({ operation: "insert", reason: "storage is down (test)" }))
-              : store.insert(rows, token),
-          ),
-      }),
-    ),
-  ).pipe(Layer.provide(ClickHouseTelemetryStore.layerWith(ClickHouseTelemetryStore.embedded(shared.chdb))))
   const infra = Layer.mergeAll(
     SqliteStreamLog.layerWith(SqliteStreamLog.defaults(shared.stream)),
-    switchable,
+    switchableStore(shared.chdb, failing),
     Tenancy.layer(demo),
     LiveFeed.layer,
     Metrics.layer,
@@ -385,16 +367,7 @@ const ids = (tenantId: string, deviceId: string) =>
     ),
   )
 
-const until = <A, E, R>(probe: Effect.Effect<A, E, R>, done: (a: A) => boolean) =>
-  Effect.gen(function* () {
-    const deadline = Date.now() + 30_000
-    let value = yield* probe
-    while (!done(value) && Date.now() < deadline) {
-      yield* Effect.sleep("100 millis")
-      value = yield* probe
-    }
-    return value
-  })
+const until = polling({ timeoutMs: 30_000, intervalMs: 100 })
 
 const expected = (n: number) => Array.from({ length: n }, (_, i) => `m${i}`)
 

@@ -12,8 +12,7 @@ import * as LiveFeed from "../../src/actors/LiveFeed.js"
 import * as Processor from "../../src/actors/Processor.js"
 import * as ProcessorConfig from "../../src/actors/ProcessorConfig.js"
 import * as Metrics from "../../src/observability/Metrics.js"
-import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
-import { StorageUnavailable, TelemetryStore } from "../../src/storage/TelemetryStore.js"
+import { TelemetryStore } from "../../src/storage/TelemetryStore.js"
 import { ShardLeases } from "../../src/stream/ShardLeases.js"
 import * as SqliteStreamLog from "../../src/stream/SqliteStreamLog.js"
 import { StreamLog } from "../../src/stream/StreamLog.js"
@@ -21,6 +20,8 @@ import * as ConfigFile from "../../src/tenancy/ConfigFile.js"
 import { encodeEnvelope, partitionKeyOf } from "../../src/tenancy/Envelope.js"
 import * as Tenancy from "../../src/tenancy/Tenancy.js"
 import { embeddedLeases, leaseCheckpoint } from "../support/leases.js"
+import { polling } from "../support/polling.js"
+import { switchableStore } from "../support/switchableStore.js"
 
 const demo = await Effect.runPromise(ConfigFile.load(join(import.meta.dirname, "../../config/demo.yaml")))
 const T0 = Date.UTC(2026, 0, 1)
@@ -40,24 +41,9 @@ const layers = (
   dirs: { stream: string; chdb: string },
   processor: Partial<ProcessorConfig.ProcessorConfig>,
 ) => {
-  const switchable = Layer.effect(
-    TelemetryStore,
-    Effect.map(TelemetryStore, (store) =>
-      TelemetryStore.of({
-        ...store,
-        // Decided per attempt: a retry of the same effect must see the store come back.
-        insert: (rows, token) =>
-          Effect.suspend(() =>
-            rows.some((r) => failing.has(r.tenantId))
-              ? Effect.fail(new StorageUnavailable({ operation: "insert", reason: "storage is down (test)" }))
-              : store.insert(rows, token),
-          ),
-      }),
-    ),
-  ).pipe(Layer.provide(ClickHouseTelemetryStore.layerWith(ClickHouseTelemetryStore.embedded(dirs.chdb))))
   const infra = Layer.mergeAll(
     SqliteStreamLog.layerWith(SqliteStreamLog.defaults(dirs.stream)),
-    switchable,
+    switchableStore(dirs.chdb, failing),
     Tenancy.layer(demo),
     LiveFeed.layer,
     Metrics.layer,
@@ -84,16 +70,7 @@ const ids = (tenantId: string, deviceId: string) =>
     ),
   )
 
-const until = <A>(probe: Effect.Effect<A, unknown, TelemetryStore>, done: (a: A) => boolean) =>
-  Effect.gen(function* () {
-    const deadline = Date.now() + 30_000
-    let value = yield* probe
-    while (!done(value) && Date.now() < deadline) {
-      yield* Effect.sleep("100 millis")
-      value = yield* probe
-    }
-    return value
-  })
+const until = polling({ timeoutMs: 30_000, intervalMs: 100 })
 
 const expected = (n: number) => Array.from({ length: n }, (_, i) => `m${i}`)
 

@@ -4,41 +4,12 @@
  * sharing a data directory. Devices post to either ingress; everything lands once; a tenant's
  * quota holds for both ingress processes together.
  */
-import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { eventually, freePort, isReady } from "./platform.js"
-
-const root = fileURLToPath(new URL("../..", import.meta.url))
-const DEMO_KEY = "demo-api-key-0123456789"
-
-interface RoleProcess {
-  readonly child: ChildProcess
-  readonly output: () => string
-}
-
-const startRole = (args: ReadonlyArray<string>, dataDir: string): RoleProcess => {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts", "--host", "127.0.0.1", ...args], {
-    cwd: root,
-    env: { ...process.env, SLUICE_DATA_DIR: dataDir, SLUICE_PROCESSOR_FLUSH_INTERVAL_MS: "20" },
-    stdio: ["ignore", "pipe", "pipe"],
-  })
-  let output = ""
-  child.stdout!.on("data", (c: Buffer) => (output = (output + c.toString()).slice(-20_000)))
-  child.stderr!.on("data", (c: Buffer) => (output = (output + c.toString()).slice(-20_000)))
-  return { child, output: () => output }
-}
-
-const stop = (role: RoleProcess) =>
-  new Promise<number | null>((resolve) => {
-    if (role.child.exitCode !== null) return resolve(role.child.exitCode)
-    role.child.once("exit", (code) => resolve(code))
-    role.child.kill("SIGTERM")
-    setTimeout(() => role.child.kill("SIGKILL"), 30_000).unref()
-  })
+import { DEMO_KEY, eventually, freePort } from "./platform.js"
+import { type RoleProcess, ready, startRole, stop } from "./roleProcess.js"
 
 const post = (url: string, credential: string, body: unknown) =>
   fetch(`${url}/v1/telemetry`, {
@@ -56,27 +27,28 @@ describe("roles composed by hand: two ingress processes and a processor+serving"
   beforeAll(async () => {
     const httpPort = await freePort()
     api = `http://127.0.0.1:${httpPort}`
-    roles.push(startRole(["--role", "processor,serving", "--http-port", String(httpPort)], dataDir))
+    roles.push(
+      startRole("processor,serving", ["--role", "processor,serving", "--http-port", String(httpPort)], {
+        SLUICE_DATA_DIR: dataDir,
+      }),
+    )
     for (let i = 0; i < 2; i++) {
       const [mqtt, http] = [await freePort(), await freePort()]
       ingest.push(`http://127.0.0.1:${http}`)
       roles.push(
         startRole(
+          `ingress-${i + 1}`,
           ["--role", "ingress", "--mqtt-port", String(mqtt), "--ingress-http-port", String(http)],
-          dataDir,
+          { SLUICE_DATA_DIR: dataDir },
         ),
       )
     }
-    const ready = await eventually(
-      async () => (await Promise.all([api, ...ingest].map(isReady))).every(Boolean),
-      (all) => all,
-    )
-    expect(ready, roles.map((r) => r.output()).join("\n---\n")).toBe(true)
+    expect(await ready(api, ...ingest), roles.map((r) => r.output()).join("\n---\n")).toBe(true)
   }, 90_000)
 
   afterAll(async () => {
     // Ingress first, as the supervisor would.
-    const codes = [...(await Promise.all(roles.slice(1).map(stop))), await stop(roles[0]!)]
+    const codes = [...(await Promise.all(roles.slice(1).map((r) => stop(r)))), await stop(roles[0]!)]
     expect(codes).toEqual([0, 0, 0])
   }, 60_000)
 
@@ -139,18 +111,11 @@ describe("a processor alone", () => {
   it("answers /healthz, /readyz and /metrics on the serving port setting", { timeout: 60_000 }, async () => {
     const httpPort = await freePort()
     const url = `http://127.0.0.1:${httpPort}`
-    const role = startRole(
-      ["--role", "processor", "--http-port", String(httpPort)],
-      mkdtempSync(join(tmpdir(), "sluice-processor-alone-")),
-    )
+    const role = startRole("processor", ["--role", "processor", "--http-port", String(httpPort)], {
+      SLUICE_DATA_DIR: mkdtempSync(join(tmpdir(), "sluice-processor-alone-")),
+    })
     try {
-      expect(
-        await eventually(
-          () => isReady(url),
-          (r) => r,
-        ),
-        role.output(),
-      ).toBe(true)
+      expect(await ready(url), role.output()).toBe(true)
       const health = (await (await fetch(`${url}/healthz`)).json()) as { roles: Array<string> }
       expect(health.roles).toEqual(["processor"])
       expect(await (await fetch(`${url}/metrics`)).text()).toContain('role="processor"')

@@ -7,11 +7,9 @@
  * are owned again within the failover time, a split shard's children are processed after their
  * parent, and every acknowledged message is stored exactly once, each device's in publish order.
  */
-import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { DescribeStreamCommand, SplitShardCommand } from "@aws-sdk/client-kinesis"
 import { Effect, type Layer, ManagedRuntime, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -27,47 +25,13 @@ import {
   startDynalite,
   startKinesalite,
 } from "../support/emulators.js"
-import { eventually, freePort, isReady } from "./platform.js"
+import { eventually, freePort } from "./platform.js"
+import { exited, query, type RoleProcess, ready, startRole, stop } from "./roleProcess.js"
 
-const root = fileURLToPath(new URL("../..", import.meta.url))
 const FLEET_SECRET = "demo-fleet-secret-0123456789"
 /** Short, so the test sees failovers in seconds; the default (10 s) is measured in bench/. */
 const FAILOVER_MS = 3_000
 const DEVICES = 8
-
-interface RoleProcess {
-  readonly name: string
-  readonly child: ChildProcess
-  readonly output: () => string
-}
-
-const startRole = (name: string, args: ReadonlyArray<string>, env: Record<string, string>): RoleProcess => {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts", "--host", "127.0.0.1", ...args], {
-    cwd: root,
-    env: { ...process.env, SLUICE_PROCESSOR_FLUSH_INTERVAL_MS: "20", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  })
-  let output = ""
-  const keep = (c: Buffer) => {
-    output = (output + c.toString()).slice(-30_000)
-  }
-  child.stdout!.on("data", keep)
-  child.stderr!.on("data", keep)
-  return { name, child, output: () => output }
-}
-
-const exited = (role: RoleProcess) => role.child.exitCode !== null || role.child.signalCode !== null
-
-const stop = (role: RoleProcess) =>
-  new Promise<number | null>((resolve) => {
-    if (exited(role)) return resolve(role.child.exitCode)
-    const timer = setTimeout(() => role.child.kill("SIGKILL"), 30_000)
-    role.child.once("exit", (code) => {
-      clearTimeout(timer)
-      resolve(code)
-    })
-    role.child.kill("SIGTERM")
-  })
 
 /** Devices posting one message at a time each (the next after the previous was answered). */
 const startLoad = (ingestUrl: string) => {
@@ -100,17 +64,6 @@ const startLoad = (ingestUrl: string) => {
       await Promise.all(all)
     },
   }
-}
-
-/** SQL over the peer's HTTP interface, one JSON object per row. */
-const query = async <A>(url: string, sql: string): Promise<Array<A>> => {
-  const response = await fetch(`${url}/?default_format=JSONEachRow`, { method: "POST", body: sql })
-  const text = await response.text()
-  if (!response.ok) throw new Error(`${response.status}: ${text}`)
-  return text
-    .split("\n")
-    .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as A)
 }
 
 interface Shape {
@@ -152,16 +105,14 @@ const scenario = (shape: Shape) => {
   const leases = () => runtime!.runPromise(Effect.flatMap(ShardLeases, (l) => l.list))
   const startProcessor = async (n: number) => {
     const port = await freePort()
-    const role = startRole(`processor-${n}`, ["--role", "processor", "--http-port", String(port)], {
-      ...env(),
-      SLUICE_PROCESSOR_WORKER_ID: `processor-${n}`,
-    })
-    processors.push(role)
-    const ready = await eventually(
-      () => isReady(`http://127.0.0.1:${port}`),
-      (up) => up,
+    const role = startRole(
+      `processor-${n}`,
+      ["--role", "processor", "--http-port", String(port)],
+      { ...env(), SLUICE_PROCESSOR_WORKER_ID: `processor-${n}` },
+      { outputChars: 30_000 },
     )
-    expect(ready, outputs()).toBe(true)
+    processors.push(role)
+    expect(await ready(`http://127.0.0.1:${port}`), outputs()).toBe(true)
     return role
   }
   /** How long until `check` holds of the lease table, ms (fails the test past `limitMs`). */
@@ -184,12 +135,9 @@ const scenario = (shape: Shape) => {
       "ingress",
       ["--role", "ingress", "--mqtt-port", String(mqtt), "--ingress-http-port", String(ingest)],
       env(),
+      { outputChars: 30_000 },
     )
-    const ready = await eventually(
-      () => isReady(ingestUrl),
-      (up) => up,
-    )
-    expect(ready, outputs()).toBe(true)
+    expect(await ready(ingestUrl), outputs()).toBe(true)
     runtime = ManagedRuntime.make(shape.leases(dataDir))
   }, 60_000)
 

@@ -7,49 +7,17 @@
  * own stream tail feeds its WebSockets, what ingress acknowledged is read back through serving
  * exactly once, and every process stops cleanly on SIGTERM.
  */
-import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import { type ClickHouseHttpPeer, startClickHouseHttpPeer } from "../support/clickhouseHttpPeer.js"
-import { DEMO_KEY, eventually, freePort, isReady } from "./platform.js"
+import { DEMO_KEY, eventually, freePort } from "./platform.js"
+import { type RoleProcess, ready, startRole, stop } from "./roleProcess.js"
 
-const root = fileURLToPath(new URL("../..", import.meta.url))
-
-interface RoleProcess {
-  readonly name: string
-  readonly child: ChildProcess
-  readonly output: () => string
-}
-
-const startRole = (name: string, args: ReadonlyArray<string>, env: Record<string, string>): RoleProcess => {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts", "--host", "127.0.0.1", ...args], {
-    cwd: root,
-    env: { ...process.env, SLUICE_PROCESSOR_FLUSH_INTERVAL_MS: "20", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  })
-  let output = ""
-  const keep = (c: Buffer) => {
-    output = (output + c.toString()).slice(-20_000)
-  }
-  child.stdout!.on("data", keep)
-  child.stderr!.on("data", keep)
-  return { name, child, output: () => output }
-}
-
-const stop = (role: RoleProcess) =>
-  new Promise<number | null>((resolve) => {
-    if (role.child.exitCode !== null || role.child.signalCode !== null) return resolve(role.child.exitCode)
-    const timer = setTimeout(() => role.child.kill("SIGKILL"), 15_000)
-    role.child.once("exit", (code) => {
-      clearTimeout(timer)
-      resolve(code)
-    })
-    role.child.kill("SIGTERM")
-  })
+/** How long a role has to exit on SIGTERM before it is SIGKILLed. */
+const KILL_AFTER = { killAfterMs: 15_000 }
 
 const post = (ingestUrl: string, body: unknown) =>
   fetch(`${ingestUrl}/v1/telemetry`, {
@@ -98,18 +66,14 @@ describe("ingress, processor and serving as three processes against chDB behind 
     )
     processor = startRole("processor", ["--role", "processor", "--http-port", String(health)], env)
     serving = startRole("serving", ["--role", "serving", "--http-port", String(http)], env)
-    const ready = await eventually(
-      async () => (await Promise.all([ingestUrl, processorUrl, apiUrl].map(isReady))).every(Boolean),
-      (all) => all,
-    )
-    expect(ready, outputs()).toBe(true)
+    expect(await ready(ingestUrl, processorUrl, apiUrl), outputs()).toBe(true)
     const health_ = (await (await fetch(`${apiUrl}/healthz`)).json()) as { roles: Array<string> }
     expect(health_.roles).toEqual(["serving"])
   }, 60_000)
 
   afterAll(async () => {
     // Whatever happened, nothing is left running.
-    for (const role of [ingress, processor, serving]) if (role !== undefined) await stop(role)
+    for (const role of [ingress, processor, serving]) if (role !== undefined) await stop(role, KILL_AFTER)
     await peer?.stop()
     rmSync(dataDir, { recursive: true, force: true })
   }, 40_000)
@@ -170,7 +134,11 @@ describe("ingress, processor and serving as three processes against chDB behind 
   })
 
   it("stops every process with exit code 0 on SIGTERM, ingress first", { timeout: 40_000 }, async () => {
-    const codes = [await stop(ingress!), await stop(processor!), await stop(serving!)]
+    const codes = [
+      await stop(ingress!, KILL_AFTER),
+      await stop(processor!, KILL_AFTER),
+      await stop(serving!, KILL_AFTER),
+    ]
     expect(codes, outputs()).toEqual([0, 0, 0])
     expect(await peer!.stop()).toBe(0)
   })

@@ -8,11 +8,9 @@
  * directory deleted, as a machine that is gone; when "other"'s storage returns, its data lands
  * exactly once through the second processor.
  */
-import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { PutRecordsCommand } from "@aws-sdk/client-kinesis"
 import { CreateBucketCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -28,58 +26,29 @@ import {
   startKinesalite,
   startS3rver,
 } from "../support/emulators.js"
-import { eventually, freePort, isReady } from "./platform.js"
+import { eventually, freePort } from "./platform.js"
+import { query, type RoleProcess, ready, startRole, stop } from "./roleProcess.js"
 
-const root = fileURLToPath(new URL("../..", import.meta.url))
 const STREAM = "sluice-spill-handover"
 const BUCKET = "sluice-spill"
 const T0 = Date.UTC(2026, 0, 1)
-
-interface RoleProcess {
-  readonly name: string
-  readonly child: ChildProcess
-  readonly dataDir: string
-  readonly output: () => string
-}
-
-const query = async <A>(url: string, sql: string): Promise<Array<A>> => {
-  const response = await fetch(`${url}/?default_format=JSONEachRow`, { method: "POST", body: sql })
-  const text = await response.text()
-  if (!response.ok) throw new Error(`${response.status}: ${text}`)
-  return text
-    .split("\n")
-    .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as A)
-}
 
 describe("a processor lost for good while a tenant's storage fails (Kinesis, DynamoDB leases, S3 spill, ClickHouse HTTP peer)", () => {
   let kinesis: KinesisEmulator | undefined
   let dynamo: DynamoEmulator | undefined
   let s3: S3Emulator | undefined
   let peer: ClickHouseHttpPeer | undefined
-  const processors: Array<RoleProcess> = []
+  const processors: Array<RoleProcess & { readonly dataDir: string }> = []
   const outputs = () => processors.map((p) => `--- ${p.name}\n${p.output()}`).join("\n")
 
   const start = async (name: string) => {
     const dataDir = mkdtempSync(join(tmpdir(), `sluice-${name}-`))
     const port = await freePort()
-    const child = spawn(
-      process.execPath,
-      [
-        "--import",
-        "tsx",
-        "src/main.ts",
-        "--host",
-        "127.0.0.1",
-        "--role",
-        "processor",
-        "--http-port",
-        String(port),
-      ],
-      {
-        cwd: root,
-        env: {
-          ...process.env,
+    const role = {
+      ...startRole(
+        name,
+        ["--role", "processor", "--http-port", String(port)],
+        {
           SLUICE_DATA_DIR: dataDir,
           SLUICE_CLICKHOUSE_URL: peer!.url,
           SLUICE_STREAM_BACKEND: "kinesis",
@@ -95,26 +64,15 @@ describe("a processor lost for good while a tenant's storage fails (Kinesis, Dyn
           SLUICE_SPILL_ENDPOINT: s3!.endpoint,
           SLUICE_PROCESSOR_WORKER_ID: name,
           SLUICE_PROCESSOR_FAILOVER_MS: "2000",
-          SLUICE_PROCESSOR_FLUSH_INTERVAL_MS: "20",
           SLUICE_PROCESSOR_SPILL_AFTER_MS: "500",
           SLUICE_PROCESSOR_SPILL_SCAN_MS: "1000",
         },
-        stdio: ["ignore", "pipe", "pipe"],
-      },
-    )
-    let output = ""
-    const keep = (c: Buffer) => {
-      output = (output + c.toString()).slice(-30_000)
+        { outputChars: 30_000 },
+      ),
+      dataDir,
     }
-    child.stdout!.on("data", keep)
-    child.stderr!.on("data", keep)
-    const role = { name, child, dataDir, output: () => output }
     processors.push(role)
-    const ready = await eventually(
-      () => isReady(`http://127.0.0.1:${port}`),
-      (up) => up,
-    )
-    expect(ready, outputs()).toBe(true)
+    expect(await ready(`http://127.0.0.1:${port}`), outputs()).toBe(true)
     return role
   }
 
@@ -149,13 +107,7 @@ describe("a processor lost for good while a tenant's storage fails (Kinesis, Dyn
 
   afterAll(async () => {
     for (const p of processors) {
-      if (p.child.exitCode === null && p.child.signalCode === null) {
-        await new Promise((resolve) => {
-          p.child.once("exit", resolve)
-          p.child.kill("SIGTERM")
-          setTimeout(() => p.child.kill("SIGKILL"), 20_000).unref()
-        })
-      }
+      await stop(p, { killAfterMs: 20_000 })
       rmSync(p.dataDir, { recursive: true, force: true })
     }
     await Promise.all([kinesis?.stop(), dynamo?.stop(), s3?.stop(), peer?.stop()])
