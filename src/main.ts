@@ -76,6 +76,13 @@ if (cli.mode._tag === "Supervisor" && cluster.isPrimary) {
   Supervisor.run(cli.provider)
 } else if (cli.mode._tag === "Roles") {
   await launchRoles(cli.mode.roles)
+} else if (cli.mode._tag === "Apply") {
+  const { Effect } = await import("effect")
+  const ApplyCommand = await import("./tenancy/ApplyCommand.js")
+  const code = await Effect.runPromise(
+    ApplyCommand.run(cli.mode.file, cli.mode.dryRun).pipe(Effect.withConfigProvider(cli.provider)),
+  )
+  process.exit(code)
 } else if (cli.mode._tag === "CopyStore") {
   const { Effect } = await import("effect")
   const CopyStore = await import("./storage/CopyStore.js")

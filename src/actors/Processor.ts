@@ -7,13 +7,13 @@
  * is lost. Shutdown drains in order: stop pulling, store and checkpoint everything pulled, stop the
  * tenant actors, then release the leases for the other processors (graceful hand-off).
  */
-import { Duration, Effect, FiberMap, Layer, Option, Queue, Schedule, Scope } from "effect"
+import { Duration, Effect, FiberMap, Layer, Queue, Schedule, Scope } from "effect"
 import { Metrics } from "../observability/Metrics.js"
 import { TelemetryStore } from "../storage/TelemetryStore.js"
 import * as LeaseCoordinator from "../stream/LeaseCoordinator.js"
 import { type LeaseCheckpoint, LeaseLost } from "../stream/ShardLeases.js"
 import { Position, StreamLog } from "../stream/StreamLog.js"
-import { type CompiledDeviceClass, compile } from "../tenancy/DeviceClass.js"
+import { compiledClasses } from "../tenancy/DeviceClass.js"
 import { Tenancy } from "../tenancy/Tenancy.js"
 import { LiveFeed } from "./LiveFeed.js"
 import * as ProcessorConfig from "./ProcessorConfig.js"
@@ -57,14 +57,9 @@ export const make = (config: ProcessorConfig.ProcessorConfig) =>
     // (finalizers run newest first), stranding the batches their shard workers wait for.
     const tenantScope = yield* Effect.acquireRelease(Scope.make(), (scope, exit) => Scope.close(scope, exit))
 
-    // Compiled once per class name; a class missing from the configuration sends its devices'
-    // messages to the dead-letter table with the reason.
-    const classes = new Map<string, CompiledDeviceClass | undefined>()
-    const deviceClass = (name: string) => {
-      if (!classes.has(name))
-        classes.set(name, Option.getOrUndefined(Option.map(tenancy.deviceClass(name), compile)))
-      return classes.get(name)
-    }
+    // Compiled once per class version: a version added to the registry decodes the next message.
+    // A class missing from the registry sends its devices' messages to the dead letters with the reason.
+    const deviceClass = compiledClasses(tenancy.deviceClass)
 
     // Tenants with batches left in the spill (a restart while their storage failed, or another
     // processor that stopped) drain them now, whether or not new messages arrive for them.

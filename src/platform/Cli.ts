@@ -12,6 +12,7 @@ export const usage = `usage: sluice [--role ROLES | --single-process] [--config 
               [--mqtt-port N] [--ingress-http-port N] [--http-port N] [--host ADDR] [--ingress-workers N]
               [--supervisor-port N]
        sluice --copy-store-to URL [--data-dir DIR]
+       sluice apply FILE [--dry-run] [--data-dir DIR]
 
   (no --role)            run every role, each tier in its own child process under a supervisor
                          that restarts a child that dies and shuts down in order (the default)
@@ -29,6 +30,10 @@ export const usage = `usage: sluice [--role ROLES | --single-process] [--config 
   --copy-store-to URL    copy the embedded store (chDB in the data directory) into the ClickHouse
                          server at URL (SLUICE_CLICKHOUSE_USER/_PASSWORD/_DATABASE), then exit;
                          run it with the platform stopped (docs/deploy.md)
+  apply FILE             apply a configuration file to the device registry in the data directory
+                         (tenants, keys, device classes, devices; idempotent) and print what it
+                         created, changed and removed; running processes pick it up within a
+                         second. --dry-run: print it, write nothing
   --version              print the version
   -h, --help             print this
 
@@ -40,6 +45,8 @@ export type Mode =
   | { readonly _tag: "Supervisor" }
   /** These roles, in this process. */
   | { readonly _tag: "Roles"; readonly roles: ReadonlyArray<Role> }
+  /** `apply FILE`: apply a configuration file to the registry, then exit. */
+  | { readonly _tag: "Apply"; readonly file: string; readonly dryRun: boolean }
   /** `--copy-store-to URL`: copy the embedded store into a ClickHouse server, then exit. */
   | { readonly _tag: "CopyStore"; readonly url: string }
 
@@ -64,7 +71,7 @@ const parseRoles = (text: string): ReadonlyArray<Role> => {
 
 /** Parses argv; throws a TypeError naming the bad flag, which main prints with the usage. */
 export const parse = (argv: ReadonlyArray<string>): Cli => {
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: [...argv],
     options: {
       help: { type: "boolean", short: "h", default: false },
@@ -80,10 +87,24 @@ export const parse = (argv: ReadonlyArray<string>): Cli => {
       "http-port": { type: "string" },
       host: { type: "string" },
       "copy-store-to": { type: "string" },
+      "dry-run": { type: "boolean", default: false },
     },
     strict: true,
-    allowPositionals: false,
+    allowPositionals: true,
   })
+  if (positionals.length > 0 && (positionals[0] !== "apply" || positionals.length !== 2)) {
+    throw new TypeError(
+      positionals[0] === "apply"
+        ? "apply: expected exactly one FILE"
+        : `unexpected argument ${JSON.stringify(positionals[0])}; the only command is \`apply FILE\``,
+    )
+  }
+  if (positionals.length > 0 && (values.role !== undefined || values["single-process"] === true)) {
+    throw new TypeError("apply runs alone: it takes no --role")
+  }
+  if (values["dry-run"] === true && positionals.length === 0) {
+    throw new TypeError("--dry-run goes with apply FILE")
+  }
   if (values.role !== undefined && values["single-process"] === true) {
     throw new TypeError("--role and --single-process exclude each other")
   }
@@ -116,13 +137,15 @@ export const parse = (argv: ReadonlyArray<string>): Cli => {
     )
   }
   const mode: Mode =
-    values["copy-store-to"] !== undefined
-      ? { _tag: "CopyStore", url: values["copy-store-to"] }
-      : values.role !== undefined
-        ? { _tag: "Roles", roles: parseRoles(values.role) }
-        : values["single-process"] === true
-          ? { _tag: "Roles", roles: ROLES }
-          : { _tag: "Supervisor" }
+    positionals[0] === "apply"
+      ? { _tag: "Apply", file: positionals[1]!, dryRun: values["dry-run"] === true }
+      : values["copy-store-to"] !== undefined
+        ? { _tag: "CopyStore", url: values["copy-store-to"] }
+        : values.role !== undefined
+          ? { _tag: "Roles", roles: parseRoles(values.role) }
+          : values["single-process"] === true
+            ? { _tag: "Roles", roles: ROLES }
+            : { _tag: "Supervisor" }
   return {
     help: values.help === true,
     version: values.version === true,

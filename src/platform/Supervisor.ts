@@ -24,7 +24,9 @@ import { ConfigError, type ConfigProvider, Effect, Runtime } from "effect"
 import * as IngressConfig from "../ingress/IngressConfig.js"
 import type { ChildState, Role } from "../observability/Health.js"
 import * as ServingConfig from "../serving/ServingConfig.js"
+import * as Apply from "../tenancy/Apply.js"
 import * as ConfigFile from "../tenancy/ConfigFile.js"
+import * as SqliteRegistry from "../tenancy/SqliteRegistry.js"
 import { dataDir } from "./DataDir.js"
 import * as MachineMetrics from "./MachineMetrics.js"
 import type { SupervisorMessage } from "./Process.js"
@@ -66,6 +68,10 @@ const describeExit = (code: number | null, signal: string | null) =>
 const supervise = Effect.gen(function* () {
   // A bad configuration stops everything before any child starts, with the file's own message.
   const config = yield* ConfigFile.fromSettings
+  // Applied once here, before any child starts; the children read the registry and never apply
+  // (a restarted child must not undo a `sluice apply` made since).
+  const applied = yield* Apply.apply(config).pipe(Effect.provide(SqliteRegistry.layer))
+  yield* Effect.logInfo(`configuration applied: ${Apply.describeReport(applied, false).split("\n")[0]}`)
   const ingress = yield* IngressConfig.config
   const http = yield* ServingConfig.http
   const runFork = Runtime.runFork(yield* Effect.runtime<never>())

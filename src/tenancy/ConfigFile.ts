@@ -184,9 +184,12 @@ export const check = (config: PlatformConfig): ReadonlyArray<{ path: Path; reaso
 
   const tenantIds = firstSeen("tenant id")
   const secrets = firstSeen("this secret")
+  for (const [k, key] of (config.operator_keys ?? []).entries()) secrets(key, ["operator_keys", k], true)
   for (const [t, tenant] of config.tenants.entries()) {
     tenantIds(tenant.id, ["tenants", t, "id"])
     for (const [k, key] of tenant.api_keys.entries()) secrets(key, ["tenants", t, "api_keys", k], true)
+    for (const [k, key] of (tenant.read_keys ?? []).entries())
+      secrets(key, ["tenants", t, "read_keys", k], true)
   }
 
   const classNames = firstSeen("device class name")

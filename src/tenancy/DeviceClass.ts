@@ -350,3 +350,24 @@ export const check = (config: DeviceClassConfig): ReadonlyArray<ClassProblem> =>
     add(["time_format"], "time_format needs time_field (without it the device time is the ingress time)")
   return problems
 }
+
+/**
+ * Compiled classes by name, following the registry: each class's current definition (newest
+ * version) is compiled once, and a new version is compiled when the lookup first returns it. A
+ * class that does not exist is `undefined` (its devices' messages become dead letters).
+ */
+export const compiledClasses = (
+  definition: (name: string) => Option.Option<DeviceClassConfig>,
+): ((name: string) => CompiledDeviceClass | undefined) => {
+  const compiled = new WeakMap<DeviceClassConfig, CompiledDeviceClass>()
+  return (name) => {
+    const current = Option.getOrUndefined(definition(name))
+    if (current === undefined) return undefined
+    let c = compiled.get(current)
+    if (c === undefined) {
+      c = compile(current)
+      compiled.set(current, c)
+    }
+    return c
+  }
+}

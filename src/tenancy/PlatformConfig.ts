@@ -40,12 +40,15 @@ const oneOf = (literals: ReadonlyArray<string>) => ({
   }),
 })
 
+const ApiKey = Secret.pipe(Schema.minLength(16, { message: () => "API keys need 16+ characters" }))
+
 /** A tenant and the API keys that read its data. */
 export const TenantConfig = Schema.Struct({
   id: Id,
-  api_keys: Schema.Array(
-    Secret.pipe(Schema.minLength(16, { message: () => "API keys need 16+ characters" })),
-  ),
+  /** Keys that read the tenant's data and manage its devices, classes and keys (role `admin`). */
+  api_keys: Schema.Array(ApiKey),
+  /** Keys that only read the tenant's data (role `read`). */
+  read_keys: Schema.optional(Schema.Array(ApiKey)),
   /**
    * Ingest quota: messages per second over MQTT and HTTP together, with a burst of one second's
    * worth. Over it, MQTT PUBACKs are delayed (the devices slow down) and HTTP gets 429. Unset = no quota.
@@ -146,6 +149,8 @@ export const FleetConfig = Schema.Struct({
 export type FleetConfig = typeof FleetConfig.Type
 
 export const PlatformConfig = Schema.Struct({
+  /** Keys of the platform's operators: they manage tenants and their keys (the admin API). */
+  operator_keys: Schema.optional(Schema.Array(ApiKey)),
   tenants: Schema.Array(TenantConfig),
   device_classes: Schema.Array(DeviceClassConfig),
   devices: Schema.Array(DeviceConfig),

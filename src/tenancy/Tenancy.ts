@@ -1,13 +1,23 @@
 /**
  * The shared kernel every tier consults: tenants, their API keys, devices, their credentials and
  * classes. Identity always comes from a credential; a lookup by id is always tenant-scoped.
+ *
+ * Every lookup is synchronous and in memory (it runs on the hot path of every connection and
+ * message): a `Snapshot` of the registry (`Registry.ts`) indexed for the lookups, swapped whole
+ * when the registry's revision moves. `live` keeps it current by polling the revision (every
+ * `pollMs`, default 1 s) and fetching only what changed; listeners (`watch`) hear which devices'
+ * access changed (disabled, removed, a credential replaced), so ingress can close their
+ * connections at once. Secrets are hashes here too: a presented credential or key is hashed and
+ * looked up (`Secrets.ts`).
  */
-import { timingSafeEqual } from "node:crypto"
-import { Context, Layer, Option } from "effect"
-import { allDevices } from "./Fleet.js"
+import { Context, Duration, Effect, Layer, Option, Schedule } from "effect"
+import { editFromConfig } from "./Apply.js"
 import type { DeviceClassConfig, PlatformConfig } from "./PlatformConfig.js"
 import type { Quotas, Reservation } from "./Quota.js"
 import * as Quota from "./Quota.js"
+import { emptyState, type KeyRole, type RegDevice, Registry, type RegistryState } from "./Registry.js"
+import { applyChanges, Draft } from "./RegistryState.js"
+import { hashSecret } from "./Secrets.js"
 
 export interface Device {
   readonly tenantId: string
@@ -19,24 +29,28 @@ export interface Tenant {
   readonly tenantId: string
 }
 
+/** Who an API key is: an operator (no tenant), or a tenant's admin or reader. */
+export interface Principal {
+  readonly tenantId: string | null
+  readonly role: KeyRole
+}
+
 export interface TenancyApi {
-  /** The device whose id and credential match, or none (unknown id and wrong credential look alike). */
+  /** The device whose id and credential match, or none (unknown id, wrong credential, disabled, expired look alike). */
   readonly authenticateDevice: (deviceId: string, credential: string) => Option.Option<Device>
   /** The device a bearer credential belongs to (HTTP ingress), or none. */
   readonly deviceByCredential: (credential: string) => Option.Option<Device>
-  /** The tenant an API key belongs to, or none. */
+  /** The tenant an API key (admin or read) belongs to, or none; operator keys have no tenant. */
   readonly authenticateApiKey: (apiKey: string) => Option.Option<Tenant>
+  /** Who an API key is, operator keys included. */
+  readonly principal: (apiKey: string) => Option.Option<Principal>
   /** A device of this tenant; another tenant's device is none, exactly like a missing one. */
   readonly device: (tenantId: string, deviceId: string) => Option.Option<Device>
-  /**
-   * The device with this id in any tenant, or none. Device ids are unique across tenants, so the id
-   * alone names one device: for sources whose credential check happened elsewhere (AWS IoT Core's
-   * client id), never for a lookup on behalf of a tenant, which goes through `device`.
-   */
+  /** A device by id alone, whatever its tenant (records that name only a device: AWS IoT Core's). */
   readonly deviceById: (deviceId: string) => Option.Option<Device>
   /** The tenant's devices. */
   readonly devices: (tenantId: string) => ReadonlyArray<Device>
-  /** A device class definition by name. */
+  /** A device class's current definition (its newest version) by name. */
   readonly deviceClass: (name: string) => Option.Option<DeviceClassConfig>
   readonly tenants: ReadonlyArray<Tenant>
   /**
@@ -44,68 +58,230 @@ export interface TenancyApi {
    * every transport: granted after `waitMs`, or refused if that would exceed `maxWaitMs`.
    */
   readonly reserve: (tenantId: string, maxWaitMs: number) => Reservation
+  /**
+   * Whether a connection opened with the credential hashed `credentialHash` may stay open: the
+   * device exists, is enabled, and that credential has not expired or been replaced.
+   */
+  readonly stillOpens: (deviceId: string, credentialHash: string) => boolean
+  /** The registry revision the lookups answer from. */
+  readonly revision: () => number
+  /**
+   * Calls `listener` with the ids of devices whose access changed (disabled, removed, moved to
+   * another tenant, a credential replaced) after each refresh that has any; returns the unsubscribe.
+   */
+  readonly watch: (listener: (deviceIds: ReadonlySet<string>) => void) => () => void
 }
 
 export class Tenancy extends Context.Tag("sluice/Tenancy")<Tenancy, TenancyApi>() {}
 
-const sameSecret = (a: string, b: string) => {
-  const x = Buffer.from(a)
-  const y = Buffer.from(b)
-  return x.length === y.length && timingSafeEqual(x, y)
+/** The registry state indexed for the lookups. */
+interface Snapshot {
+  readonly state: RegistryState
+  /** Credential hash -> device (every credential of every device). */
+  readonly byCredential: ReadonlyMap<string, RegDevice>
+  readonly byTenant: ReadonlyMap<string, ReadonlyArray<Device>>
+  readonly tenants: ReadonlyArray<Tenant>
+  /** Devices with a credential that expires (a rotation's grace period). */
+  readonly expiring: ReadonlyArray<RegDevice>
 }
 
-/** Each tenant's `max_messages_per_second`, the rates a quota backend (`Quota`, `SharedQuota`) needs. */
-export const quotaRates = (config: PlatformConfig): ((tenantId: string) => number | undefined) => {
-  const rates = new Map(
-    config.tenants.flatMap((t) =>
-      t.max_messages_per_second === undefined ? [] : [[t.id, t.max_messages_per_second] as const],
-    ),
-  )
-  return (tenantId) => rates.get(tenantId)
-}
+const toDevice = (d: RegDevice): Device => ({
+  tenantId: d.tenantId,
+  deviceId: d.id,
+  deviceClass: d.className,
+})
 
-/**
- * A Tenancy over a validated configuration, held in memory. Quotas are this process's alone
- * unless `quotas` is shared with the other ingress workers (`SharedQuota.make`).
- */
-export const fromConfig = (
-  config: PlatformConfig,
-  quotas: Quotas = Quota.make(quotaRates(config)),
-): TenancyApi => {
-  const devices = new Map(
-    allDevices(config).map((d) => [
-      d.id,
-      { tenantId: d.tenant, deviceId: d.id, deviceClass: d.class, credential: d.credential },
-    ]),
-  )
-  const byCredential = new Map([...devices.values()].map((d) => [d.credential, d]))
-  const byApiKey = new Map(
-    config.tenants.flatMap((t) => t.api_keys.map((k) => [k, { tenantId: t.id }] as const)),
-  )
-  const classes = new Map(config.device_classes.map((c) => [c.name, c]))
-  const strip = ({ tenantId, deviceId, deviceClass }: Device): Device => ({ tenantId, deviceId, deviceClass })
+const index = (state: RegistryState): Snapshot => {
+  const byCredential = new Map<string, RegDevice>()
+  const byTenant = new Map<string, Array<Device>>()
+  const expiring: Array<RegDevice> = []
+  for (const d of state.devices.values()) {
+    if (d.credentials.some((c) => c.expiresAt !== null)) expiring.push(d)
+    for (const c of d.credentials) byCredential.set(c.hash, d)
+    let list = byTenant.get(d.tenantId)
+    if (list === undefined) {
+      list = []
+      byTenant.set(d.tenantId, list)
+    }
+    list.push(toDevice(d))
+  }
   return {
-    authenticateDevice: (deviceId, credential) => {
-      const device = devices.get(deviceId)
-      return device !== undefined && sameSecret(device.credential, credential)
-        ? Option.some(strip(device))
-        : Option.none()
-    },
-    deviceByCredential: (credential) => Option.map(Option.fromNullable(byCredential.get(credential)), strip),
-    authenticateApiKey: (apiKey) => Option.fromNullable(byApiKey.get(apiKey)),
-    device: (tenantId, deviceId) =>
-      Option.filter(
-        Option.map(Option.fromNullable(devices.get(deviceId)), strip),
-        (d) => d.tenantId === tenantId,
-      ),
-    deviceById: (deviceId) => Option.map(Option.fromNullable(devices.get(deviceId)), strip),
-    devices: (tenantId) => [...devices.values()].filter((d) => d.tenantId === tenantId).map(strip),
-    deviceClass: (name) => Option.fromNullable(classes.get(name)),
-    tenants: config.tenants.map((t) => ({ tenantId: t.id })),
-    reserve: quotas.reserve,
+    state,
+    byCredential,
+    byTenant,
+    tenants: [...state.tenants.keys()].map((tenantId) => ({ tenantId })),
+    expiring,
   }
 }
 
-/** The Tenancy layer over a configuration already loaded and validated. */
+/** Whether `hash` opens `device` now: enabled, and a credential with that hash not expired. */
+const opens = (device: RegDevice, hash: string, now: number) =>
+  device.enabled &&
+  device.credentials.some((c) => c.hash === hash && (c.expiresAt === null || c.expiresAt > now))
+
+/** Devices whose access differs between two states. */
+const accessChanged = (before: RegistryState, after: RegistryState): ReadonlySet<string> => {
+  const ids = new Set<string>()
+  const key = (d: RegDevice) =>
+    `${d.enabled}|${d.tenantId}|${d.credentials.map((c) => `${c.hash}@${c.expiresAt}`).join(",")}`
+  for (const [id, d] of before.devices) {
+    const now = after.devices.get(id)
+    if (now === undefined || key(now) !== key(d)) ids.add(id)
+  }
+  return ids
+}
+
+/** Each tenant's `max_messages_per_second` in `state`, the rates a quota backend needs. */
+const ratesOf =
+  (current: () => RegistryState) =>
+  (tenantId: string): number | undefined =>
+    current().tenants.get(tenantId)?.maxMessagesPerSecond
+
+/**
+ * A Tenancy answering from `current()` (a snapshot swapped by its owner). Quotas are this
+ * process's alone unless `quotas` is shared (`SharedQuota`, `DynamoQuota`).
+ */
+const make = (current: () => Snapshot, quotas: Quotas, watch: TenancyApi["watch"]): TenancyApi => {
+  const device = (deviceId: string) => Option.fromNullable(current().state.devices.get(deviceId))
+  return {
+    authenticateDevice: (deviceId, credential) =>
+      Option.map(
+        Option.filter(device(deviceId), (d) => opens(d, hashSecret(credential), Date.now())),
+        toDevice,
+      ),
+    deviceByCredential: (credential) => {
+      const hash = hashSecret(credential)
+      const d = current().byCredential.get(hash)
+      return d !== undefined && opens(d, hash, Date.now()) ? Option.some(toDevice(d)) : Option.none()
+    },
+    authenticateApiKey: (apiKey) => {
+      const key = current().state.apiKeys.get(hashSecret(apiKey))
+      return key?.tenantId == null ? Option.none() : Option.some({ tenantId: key.tenantId })
+    },
+    principal: (apiKey) =>
+      Option.map(Option.fromNullable(current().state.apiKeys.get(hashSecret(apiKey))), (k) => ({
+        tenantId: k.tenantId,
+        role: k.role,
+      })),
+    device: (tenantId, deviceId) =>
+      Option.map(
+        Option.filter(device(deviceId), (d) => d.tenantId === tenantId),
+        toDevice,
+      ),
+    deviceById: (deviceId) => Option.map(device(deviceId), toDevice),
+    devices: (tenantId) => current().byTenant.get(tenantId) ?? [],
+    deviceClass: (name) =>
+      Option.map(
+        Option.fromNullable(current().state.classes.get(name)?.versions.at(-1)),
+        (v) => v.definition,
+      ),
+    get tenants() {
+      return current().tenants
+    },
+    reserve: quotas.reserve,
+    stillOpens: (deviceId, credentialHash) => {
+      const d = current().state.devices.get(deviceId)
+      return d !== undefined && opens(d, credentialHash, Date.now())
+    },
+    revision: () => current().state.revision,
+    watch,
+  }
+}
+
+/** The registry state a configuration file alone describes (tests, tools: no store). */
+export const stateOfConfig = (config: PlatformConfig): RegistryState => {
+  const draft = new Draft(emptyState)
+  editFromConfig(draft, config)
+  return {
+    revision: 0,
+    tenants: draft.tenants,
+    apiKeys: draft.apiKeys,
+    classes: draft.classes,
+    devices: draft.devices,
+  }
+}
+
+/** Each tenant's `max_messages_per_second` in a configuration. */
+export const quotaRates = (config: PlatformConfig): ((tenantId: string) => number | undefined) => {
+  const state = stateOfConfig(config)
+  return ratesOf(() => state)
+}
+
+/** A fixed Tenancy over a validated configuration (tests, benchmarks, tools). */
+export const fromConfig = (config: PlatformConfig, quotas?: Quotas): TenancyApi => {
+  const snapshot = index(stateOfConfig(config))
+  return make(
+    () => snapshot,
+    quotas ?? Quota.make(ratesOf(() => snapshot.state)),
+    () => () => {},
+  )
+}
+
+/** The fixed Tenancy layer over a configuration already loaded and validated. */
 export const layer = (config: PlatformConfig, quotas?: Quotas) =>
   Layer.succeed(Tenancy, fromConfig(config, quotas))
+
+/**
+ * The Tenancy of a running process: the registry's state, followed every `pollMs`. Quotas come
+ * from `makeQuotas(rates)` with the live rates. Requires Registry.
+ */
+export const live = <E, R>(options: {
+  readonly pollMs?: number
+  readonly makeQuotas?:
+    | ((rates: (tenantId: string) => number | undefined) => Effect.Effect<Quotas, E, R>)
+    | undefined
+}) =>
+  Effect.gen(function* () {
+    const registry = yield* Registry
+    let snapshot = index(yield* registry.load)
+    const listeners = new Set<(deviceIds: ReadonlySet<string>) => void>()
+    const rates = ratesOf(() => snapshot.state)
+    const quotas = options.makeQuotas === undefined ? Quota.make(rates) : yield* options.makeQuotas(rates)
+
+    const notify = (ids: ReadonlySet<string>) => {
+      if (ids.size > 0) for (const listener of listeners) listener(ids)
+    }
+    // A rotated-out credential stops working at its expiry: its connections are told then.
+    let checkedAt = Date.now()
+    const expired = () => {
+      const now = Date.now()
+      const ids = new Set<string>()
+      for (const d of snapshot.expiring) {
+        if (
+          d.credentials.some((c) => c.expiresAt !== null && c.expiresAt > checkedAt && c.expiresAt <= now)
+        ) {
+          ids.add(d.id)
+        }
+      }
+      checkedAt = now
+      return ids
+    }
+
+    const refresh = Effect.gen(function* () {
+      notify(expired())
+      const revision = yield* registry.revision
+      if (revision === snapshot.state.revision) return
+      const before = snapshot.state
+      // Behind: catch up with what changed. Ahead of the store (its data was replaced): reload.
+      snapshot = index(
+        revision > before.revision
+          ? applyChanges(before, yield* registry.changesSince(before.revision))
+          : yield* registry.load,
+      )
+      yield* Effect.logInfo(`device registry at revision ${snapshot.state.revision}`)
+      notify(accessChanged(before, snapshot.state))
+    })
+    yield* refresh.pipe(
+      Effect.catchAll((e) => Effect.logWarning("device registry refresh failed; keeping the last state", e)),
+      Effect.repeat(Schedule.spaced(Duration.millis(options.pollMs ?? 1000))),
+      Effect.forkScoped,
+    )
+    return make(
+      () => snapshot,
+      quotas,
+      (listener) => {
+        listeners.add(listener)
+        return () => listeners.delete(listener)
+      },
+    )
+  })

@@ -31,14 +31,14 @@
  * while, never the serving process. `sluice_stream_lag_milliseconds{shard}` of a serving process
  * is how far its tail is behind.
  */
-import { Deferred, Duration, Effect, Either, FiberMap, Layer, Option, Schedule } from "effect"
+import { Deferred, Duration, Effect, Either, FiberMap, Layer, Schedule } from "effect"
 import { DeviceActor, type DeviceOutput } from "../../actors/DeviceActor.js"
 import { LiveFeed } from "../../actors/LiveFeed.js"
 import { Metrics } from "../../observability/Metrics.js"
 import { compareSequenceNumbers, readableShards } from "../../stream/Shards.js"
 import type { ReadError } from "../../stream/StreamError.js"
 import { Position, StreamLog, type StreamRecord } from "../../stream/StreamLog.js"
-import { type CompiledDeviceClass, compile } from "../../tenancy/DeviceClass.js"
+import { compiledClasses } from "../../tenancy/DeviceClass.js"
 import { decodeStreamRecord } from "../../tenancy/IotCoreRecord.js"
 import { Tenancy } from "../../tenancy/Tenancy.js"
 import * as LiveTailConfig from "./LiveTailConfig.js"
@@ -72,13 +72,8 @@ export const make = (config: LiveTailConfig.LiveTailConfig) =>
     const tenancy = yield* Tenancy
     const startedAt = Date.now()
 
-    // Compiled once per class name, as in the processor; a missing class decodes to nothing here.
-    const classes = new Map<string, CompiledDeviceClass | undefined>()
-    const deviceClass = (name: string) => {
-      if (!classes.has(name))
-        classes.set(name, Option.getOrUndefined(Option.map(tenancy.deviceClass(name), compile)))
-      return classes.get(name)
-    }
+    // Compiled once per class version, as in the processor; a missing class decodes to nothing here.
+    const deviceClass = compiledClasses(tenancy.deviceClass)
 
     const states = new Map<string, ShardState>()
     const stateOf = (shardId: string) => {

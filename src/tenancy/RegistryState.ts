@@ -1,0 +1,163 @@
+/**
+ * What a registry change may do, decided once for every backend and every writer (the admin API,
+ * `sluice apply`): a writer edits a `Draft` of the state it read, the draft checks the rules, and
+ * its difference from that state is the batch of mutations to commit at that state's revision.
+ *
+ * The rules:
+ * - a device's tenant exists; its class exists and is either the tenant's own or a shared one;
+ * - a tenant key's tenant exists;
+ * - a class version never changes once added, versions are 1, 2, … in order, and a class keeps at
+ *   least one; a class still used by a device cannot be removed;
+ * - removing a tenant removes its keys, its devices and its own classes.
+ *
+ * Readers catch up with `applyChanges`.
+ */
+import type { Changes, Kind, Mutation, RegistryState, Row } from "./Registry.js"
+import { Mutation as M, rowId } from "./Registry.js"
+
+/** JSON with sorted keys: equality of rows regardless of the order their fields were written in. */
+export const canonical = (value: unknown): string =>
+  JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1)))
+      : v,
+  )
+
+type Maps = {
+  tenants: Map<string, RegistryState["tenants"] extends ReadonlyMap<string, infer V> ? V : never>
+  apiKeys: Map<string, RegistryState["apiKeys"] extends ReadonlyMap<string, infer V> ? V : never>
+  classes: Map<string, RegistryState["classes"] extends ReadonlyMap<string, infer V> ? V : never>
+  devices: Map<string, RegistryState["devices"] extends ReadonlyMap<string, infer V> ? V : never>
+}
+
+const mapOf = (kind: Kind): keyof Maps =>
+  kind === "tenant" ? "tenants" : kind === "apiKey" ? "apiKeys" : kind === "class" ? "classes" : "devices"
+
+/** `state` with `changes` applied (a reader catching up). */
+export const applyChanges = (state: RegistryState, changes: Changes): RegistryState => {
+  const next: Maps = {
+    tenants: new Map(state.tenants),
+    apiKeys: new Map(state.apiKeys),
+    classes: new Map(state.classes),
+    devices: new Map(state.devices),
+  }
+  for (const { kind, id } of changes.removed) next[mapOf(kind)].delete(id)
+  for (const row of changes.put) (next[mapOf(row.kind)] as Map<string, unknown>).set(rowId(row), row.value)
+  return { revision: changes.revision, ...next }
+}
+
+/** A rule a draft broke, with the row it is about. */
+export interface RuleError {
+  readonly kind: Kind
+  readonly id: string
+  readonly reason: string
+}
+
+/** A mutable copy of a state: edit, `check`, then commit `mutations()` at `base.revision`. */
+export class Draft {
+  readonly tenants: Maps["tenants"]
+  readonly apiKeys: Maps["apiKeys"]
+  readonly classes: Maps["classes"]
+  readonly devices: Maps["devices"]
+
+  constructor(readonly base: RegistryState) {
+    this.tenants = new Map(base.tenants)
+    this.apiKeys = new Map(base.apiKeys)
+    this.classes = new Map(base.classes)
+    this.devices = new Map(base.devices)
+  }
+
+  /** Removes a tenant with its keys, devices and own classes. */
+  removeTenant(tenantId: string) {
+    this.tenants.delete(tenantId)
+    for (const [hash, key] of this.apiKeys) if (key.tenantId === tenantId) this.apiKeys.delete(hash)
+    for (const [id, device] of this.devices) if (device.tenantId === tenantId) this.devices.delete(id)
+    for (const [name, c] of this.classes) if (c.tenantId === tenantId) this.classes.delete(name)
+  }
+
+  /** Every rule the draft breaks (empty: it may be committed). */
+  check(): ReadonlyArray<RuleError> {
+    const errors: Array<RuleError> = []
+    for (const [hash, key] of this.apiKeys) {
+      if (key.role === "operator" ? key.tenantId !== null : !this.tenants.has(key.tenantId ?? "")) {
+        errors.push({
+          kind: "apiKey",
+          id: key.name || hash.slice(0, 15),
+          reason:
+            key.role === "operator"
+              ? "an operator key belongs to no tenant"
+              : `tenant "${key.tenantId}" does not exist`,
+        })
+      }
+    }
+    const used = new Set<string>()
+    for (const [id, device] of this.devices) {
+      if (!this.tenants.has(device.tenantId)) {
+        errors.push({ kind: "device", id, reason: `tenant "${device.tenantId}" does not exist` })
+        continue
+      }
+      const c = this.classes.get(device.className)
+      if (c === undefined) {
+        errors.push({ kind: "device", id, reason: `device class "${device.className}" does not exist` })
+      } else if (c.tenantId !== null && c.tenantId !== device.tenantId) {
+        errors.push({
+          kind: "device",
+          id,
+          reason: `device class "${device.className}" belongs to another tenant`,
+        })
+      }
+      used.add(device.className)
+    }
+    for (const [name, c] of this.classes) {
+      if (c.tenantId !== null && !this.tenants.has(c.tenantId)) {
+        errors.push({ kind: "class", id: name, reason: `tenant "${c.tenantId}" does not exist` })
+      }
+      if (c.versions.length === 0) errors.push({ kind: "class", id: name, reason: "a class needs a version" })
+      c.versions.forEach((v, i) => {
+        if (v.version !== i + 1) {
+          errors.push({
+            kind: "class",
+            id: name,
+            reason: `versions must be 1, 2, … in order (found ${v.version})`,
+          })
+        }
+      })
+      const before = this.base.classes.get(name)
+      for (const old of before?.versions ?? []) {
+        const now = c.versions.find((v) => v.version === old.version)
+        if (now === undefined || canonical(now.definition) !== canonical(old.definition)) {
+          errors.push({
+            kind: "class",
+            id: name,
+            reason: `version ${old.version} cannot change or go: add a new version instead`,
+          })
+        }
+      }
+    }
+    for (const name of this.base.classes.keys()) {
+      if (!this.classes.has(name) && used.has(name)) {
+        errors.push({ kind: "class", id: name, reason: "devices still use this class" })
+      }
+    }
+    return errors
+  }
+
+  /** The mutations that turn `base` into this draft. */
+  mutations(): ReadonlyArray<Mutation> {
+    const out: Array<Mutation> = []
+    const diff = <V>(kind: Kind, before: ReadonlyMap<string, V>, after: ReadonlyMap<string, V>) => {
+      for (const [id, value] of after) {
+        const old = before.get(id)
+        if (old === undefined || canonical(old) !== canonical(value)) {
+          out.push(M.Put({ row: { kind, value } as Row }))
+        }
+      }
+      for (const id of before.keys()) if (!after.has(id)) out.push(M.Remove({ kind, id }))
+    }
+    diff("tenant", this.base.tenants, this.tenants)
+    diff("apiKey", this.base.apiKeys, this.apiKeys)
+    diff("class", this.base.classes, this.classes)
+    diff("device", this.base.devices, this.devices)
+    return out
+  }
+}
