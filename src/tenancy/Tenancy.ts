@@ -225,7 +225,7 @@ export const layer = (config: PlatformConfig, quotas?: Quotas) =>
  * The Tenancy of a running process: the registry's state, followed every `pollMs`. Quotas come
  * from `makeQuotas(rates)` with the live rates. Requires Registry.
  */
-export const live = <E, R>(options: {
+export const live = <E = never, R = never>(options: {
   readonly pollMs?: number
   readonly makeQuotas?:
     | ((rates: (tenantId: string) => number | undefined) => Effect.Effect<Quotas, E, R>)
