@@ -8,7 +8,9 @@
  * Every listener of the process is then deaf, the HTTP ones included. So the MQTT limit is derived
  * to stay below the fd limit by a reserve (`derive`), and every listener gets `guard`
  * (`src/platform/ConnectionGuard.ts`): a `maxConnections` refusal is the one Node reports
- * (`'drop'`), so it can be logged and counted.
+ * (`'drop'`), so it can be logged and counted. MQTT over TCP, TLS and WebSocket share one limit
+ * (`ConnectionBudget`), so TLS and WebSocket listeners add nothing to the reserve: a WebSocket
+ * connection is given back to the HTTP listener's own limit while it is an MQTT connection.
  */
 import { Effect } from "effect"
 import { fileDescriptorLimit, openFileDescriptors } from "../platform/ConnectionGuard.js"
@@ -108,3 +110,33 @@ export const mqttConnectionLimit = (
     )
     return limit.perWorker
   })
+
+/**
+ * The MQTT connection limit shared by every way MQTT arrives in this worker: plain TCP, TLS and
+ * WebSocket take from one budget, so `perWorker` bounds them together and the reserve above holds
+ * whichever transports devices use. A connection takes its place at accept (before a TLS
+ * handshake or a WebSocket upgrade completes: a handshake in progress holds a descriptor too) and
+ * gives it back when its socket closes.
+ */
+export class ConnectionBudget {
+  private held = 0
+
+  constructor(readonly limit: number) {}
+
+  /** Connections holding a place now. */
+  get inUse() {
+    return this.held
+  }
+
+  /** Takes a place; false at the limit (the connection is to be refused). */
+  take(): boolean {
+    if (this.held >= this.limit) return false
+    this.held += 1
+    return true
+  }
+
+  /** Gives a place back; once per successful `take`. */
+  release(): void {
+    this.held -= 1
+  }
+}

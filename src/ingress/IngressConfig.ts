@@ -19,6 +19,23 @@ export interface IngressConfig {
   readonly mqttHost: string
   /** TCP port of the embedded MQTT broker (SLUICE_INGRESS_MQTT_PORT). Default 1883; 0 picks a free port. */
   readonly mqttPort: number
+  /**
+   * Whether the plain-TCP MQTT listener (`mqtt_port`) runs (SLUICE_INGRESS_MQTT_PLAINTEXT). Default
+   * true. With a TLS certificate (SLUICE_TLS_CERT_FILE) it runs beside MQTTS unless this is false;
+   * false without a certificate is refused at start (no MQTT listener would be left).
+   */
+  readonly mqttPlaintext: boolean
+  /**
+   * Port of MQTT over TLS (SLUICE_INGRESS_MQTTS_PORT), on `mqtt_host`, when a TLS certificate is
+   * configured (SLUICE_TLS_CERT_FILE). Default 8883; 0 picks a free port.
+   */
+  readonly mqttsPort: number
+  /**
+   * Whether the HTTP ingest listener takes MQTT over WebSocket at `/mqtt`
+   * (SLUICE_INGRESS_MQTT_WEBSOCKET): browser and JavaScript devices, `ws://host:8081/mqtt`, or
+   * `wss://` when the listener is TLS. Default true.
+   */
+  readonly mqttWebSocket: boolean
   /** Interface the HTTP ingest listener binds (SLUICE_INGRESS_HTTP_HOST). Default `0.0.0.0`. */
   readonly httpHost: string
   /**
@@ -89,6 +106,14 @@ export const config: Config.Config<IngressConfig> = Config.all({
       Config.validate({ message: "must be between 0 and 65535", validation: (n) => n >= 0 && n <= 65535 }),
     ),
   ),
+  mqttPlaintext: key(Config.boolean("mqtt_plaintext").pipe(Config.withDefault(true))),
+  mqttsPort: key(
+    Config.integer("mqtts_port").pipe(
+      Config.withDefault(8883),
+      Config.validate({ message: "must be between 0 and 65535", validation: (n) => n >= 0 && n <= 65535 }),
+    ),
+  ),
+  mqttWebSocket: key(Config.boolean("mqtt_websocket").pipe(Config.withDefault(true))),
   httpHost: key(Config.string("http_host").pipe(Config.withDefault("0.0.0.0"))),
   httpPort: key(
     Config.integer("http_port").pipe(
@@ -129,6 +154,9 @@ export const config: Config.Config<IngressConfig> = Config.all({
 export const defaults: IngressConfig = {
   mqttHost: "0.0.0.0",
   mqttPort: 1883,
+  mqttPlaintext: true,
+  mqttsPort: 8883,
+  mqttWebSocket: true,
   httpHost: "0.0.0.0",
   httpPort: 8081,
   maxPayloadBytes: 256 * 1024,

@@ -12,18 +12,20 @@ import * as ServingConfig from "../serving/ServingConfig.js"
 
 /**
  * Requires StreamLog, Tenancy, Metrics, Health. `servingInProcess`: the serving API listens in this
- * process too, so its connections are kept out of the MQTT connection limit as well.
+ * process too, so its connections are kept out of the MQTT connection limit as well. The HTTP
+ * listener feeds MQTT over WebSocket into the broker, so it stops before the broker does.
  */
 export const layer = (options: { readonly servingInProcess: boolean }) =>
   Health.readyWhileAlive("ingress").pipe(
     Layer.provide(
-      Layer.mergeAll(
-        options.servingInProcess
-          ? Layer.unwrapEffect(
-              Effect.map(ServingConfig.http, (http) => MqttBroker.layerBeside(http.maxConnections)),
-            )
-          : MqttBroker.layer,
-        IngressHttpServer.layer,
+      IngressHttpServer.layer.pipe(
+        Layer.provideMerge(
+          options.servingInProcess
+            ? Layer.unwrapEffect(
+                Effect.map(ServingConfig.http, (http) => MqttBroker.layerBeside(http.maxConnections)),
+              )
+            : MqttBroker.layer,
+        ),
       ),
     ),
   )

@@ -1,17 +1,14 @@
 /**
  * The serving role's HTTP listener: the REST API, the WebSocket live feed, /metrics, /healthz,
  * /readyz, /openapi.json and the API reference at /docs, on one port (SLUICE_HTTP_PORT, default
- * 8080). Device ingest is the ingress role's listener, not this one.
+ * 8080). Device ingest is the ingress role's listener, not this one. With a TLS certificate
+ * (SLUICE_TLS_CERT_FILE) it is HTTPS (and `wss://` for the live feed) on the same port, with no
+ * plain HTTP beside it.
  */
-import {
-  HttpApiBuilder,
-  HttpApiScalar,
-  HttpMiddleware,
-  HttpServer,
-  type HttpServerRequest,
-} from "@effect/platform"
-import { Effect, Layer } from "effect"
-import { guardedServer } from "../platform/ConnectionGuard.js"
+import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, type HttpServerRequest } from "@effect/platform"
+import { Effect, Layer, Option } from "effect"
+import { guardedServer, withLogAddress } from "../platform/ConnectionGuard.js"
+import * as Tls from "../platform/Tls.js"
 import { ApiLive } from "./Http.js"
 import * as ServingConfig from "./ServingConfig.js"
 
@@ -22,6 +19,8 @@ export interface HttpServerOptions {
   readonly port: number
   /** Connections held at once; more are refused, logged and counted. Default 1024. */
   readonly maxConnections?: number | undefined
+  /** HTTPS with this certificate; plain HTTP without. */
+  readonly tls?: Tls.ServerTls | undefined
 }
 
 /**
@@ -44,13 +43,24 @@ export const layerWith = (options: HttpServerOptions) =>
       Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
       Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
       Layer.provide(ApiLive),
-      HttpServer.withLogAddress,
+      withLogAddress(options.tls !== undefined),
       HttpMiddleware.withTracerDisabledWhen(keyInUrl),
       Layer.provideMerge(
-        guardedServer("serving", options.maxConnections ?? 1024, { host: options.host, port: options.port }),
+        guardedServer(
+          "serving",
+          options.maxConnections ?? 1024,
+          { host: options.host, port: options.port },
+          options.tls,
+        ),
       ),
     ),
   )
 
-/** Serves the API on SLUICE_HTTP_HOST:SLUICE_HTTP_PORT (default 0.0.0.0:8080). */
-export const layer = Layer.unwrapEffect(Effect.map(ServingConfig.http, layerWith))
+/** Serves the API on SLUICE_HTTP_HOST:SLUICE_HTTP_PORT (default 0.0.0.0:8080), HTTPS with SLUICE_TLS_*. */
+export const layer = Layer.unwrapEffect(
+  Effect.gen(function* () {
+    const http = yield* ServingConfig.http
+    const tls = yield* Tls.Tls
+    return layerWith({ ...http, tls: Option.getOrUndefined(tls) })
+  }),
+).pipe(Layer.provide(Tls.layer))
