@@ -27,6 +27,7 @@ import * as Tls from "../platform/Tls.js"
 import type { AppendError } from "../stream/StreamError.js"
 import type { StreamLog } from "../stream/StreamLog.js"
 import { encodeEnvelope, partitionKeyOf } from "../tenancy/Envelope.js"
+import { hashSecret } from "../tenancy/Secrets.js"
 import { type Device, Tenancy } from "../tenancy/Tenancy.js"
 import * as Appender from "./Appender.js"
 import {
@@ -88,6 +89,8 @@ interface Session {
   readonly device: Device
   readonly topic: string
   readonly partitionKey: string
+  /** The hash of the password it connected with; null when a client certificate admitted it. */
+  readonly credentialHash: string | null
 }
 
 /** Where a listener of the broker listens once it is up. */
@@ -212,7 +215,10 @@ export const make = (
     // Keyed by the connection aedes sees (`client.conn`).
     const connections = new WeakMap<object, ConnectionInfo>()
 
-    const admit = (client: Client, device: Device) => {
+    // Every connection of a device, so that a registry change (the device disabled or removed, its
+    // credential rotated out) closes them at once.
+    const byDevice = new Map<string, Set<Client>>()
+    const admit = (client: Client, device: Device, credentialHash: string | null) => {
       const { tenantId, deviceId } = device
       // [MQTT-3.1.4-2] a CONNECT with a client id already connected closes the older connection.
       // Client ids are namespaced by the authenticated device, so a device can only ever
@@ -222,8 +228,36 @@ export const make = (
         device,
         topic: telemetryTopic(deviceId),
         partitionKey: partitionKeyOf(tenantId, deviceId),
+        credentialHash,
       })
+      let mine = byDevice.get(deviceId)
+      if (mine === undefined) {
+        mine = new Set()
+        byDevice.set(deviceId, mine)
+      }
+      mine.add(client)
     }
+    const forget = (client: Client) => {
+      const session = sessions.get(client)
+      if (session === undefined) return
+      const mine = byDevice.get(session.device.deviceId)
+      mine?.delete(client)
+      if (mine?.size === 0) byDevice.delete(session.device.deviceId)
+    }
+    const unwatch = tenancy.watch((deviceIds) => {
+      for (const deviceId of deviceIds) {
+        for (const client of byDevice.get(deviceId) ?? []) {
+          const session = sessions.get(client)
+          if (session === undefined || tenancy.stillOpens(deviceId, session.credentialHash)) continue
+          log(LogLevel.Info, "MQTT connection closed: the device's access was revoked in the registry", {
+            ...deviceAnnotations(session, client),
+          })
+          forget(client)
+          client.close()
+        }
+      }
+    })
+    yield* Effect.addFinalizer(() => Effect.sync(unwatch))
 
     /** A certificate and no password, over MQTTS: the hook decides. */
     const authenticateByCertificate = (
@@ -242,7 +276,7 @@ export const make = (
       }
       const finish = (decision: CertificateDecision) => {
         if (decision._tag === "Accepted") {
-          admit(client, decision.device)
+          admit(client, decision.device, null)
           return done(null, true)
         }
         refusedAuth.inc()
@@ -297,7 +331,7 @@ export const make = (
         error.returnCode = BAD_USER_NAME_OR_PASSWORD
         return done(error, null)
       }
-      admit(client, device.value)
+      admit(client, device.value, hashSecret(password!.toString("utf8")))
       done(null, true)
     }
 
@@ -454,6 +488,7 @@ export const make = (
         ),
     )
 
+    broker.on("clientDisconnect", forget)
     broker.on("clientError", (client, error) => {
       if (error instanceof MqttRefusal) return // logged where it was decided
       const session = sessions.get(client)

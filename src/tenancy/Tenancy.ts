@@ -60,9 +60,10 @@ export interface TenancyApi {
   readonly reserve: (tenantId: string, maxWaitMs: number) => Reservation
   /**
    * Whether a connection opened with the credential hashed `credentialHash` may stay open: the
-   * device exists, is enabled, and that credential has not expired or been replaced.
+   * device exists, is enabled, and that credential has not expired or been replaced (null: a
+   * connection admitted otherwise, by a client certificate; only the first two then).
    */
-  readonly stillOpens: (deviceId: string, credentialHash: string) => boolean
+  readonly stillOpens: (deviceId: string, credentialHash: string | null) => boolean
   /** The registry revision the lookups answer from. */
   readonly revision: () => number
   /**
@@ -181,7 +182,8 @@ const make = (current: () => Snapshot, quotas: Quotas, watch: TenancyApi["watch"
     reserve: quotas.reserve,
     stillOpens: (deviceId, credentialHash) => {
       const d = current().state.devices.get(deviceId)
-      return d !== undefined && opens(d, credentialHash, Date.now())
+      if (d === undefined) return false
+      return credentialHash === null ? d.enabled : opens(d, credentialHash, Date.now())
     },
     revision: () => current().state.revision,
     watch,
