@@ -90,6 +90,8 @@ export class DeviceActor {
         tenantId: envelope.tenantId,
         deviceId: envelope.deviceId,
         deviceClass: envelope.deviceClass,
+        // The registry version that decoded it (undefined for a class compiled outside the registry).
+        classVersion: deviceClass.version > 0 ? deviceClass.version : undefined,
         msgId,
         ts,
         receivedAt: envelope.receivedAt,

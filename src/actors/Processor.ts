@@ -59,7 +59,7 @@ export const make = (config: ProcessorConfig.ProcessorConfig) =>
 
     // Compiled once per class version: a version added to the registry decodes the next message.
     // A class missing from the registry sends its devices' messages to the dead letters with the reason.
-    const deviceClass = compiledClasses(tenancy.deviceClass)
+    const deviceClass = compiledClasses(tenancy.deviceClassVersion)
 
     // Tenants with batches left in the spill (a restart while their storage failed, or another
     // processor that stopped) drain them now, whether or not new messages arrive for them.

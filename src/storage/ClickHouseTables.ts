@@ -38,12 +38,15 @@ export const ddl = (database: string, fsync: boolean): ReadonlyArray<string> => 
     received_at DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
     num Map(LowCardinality(String), Float64),
     str Map(LowCardinality(String), String),
-    bool_fields Array(LowCardinality(String))
+    bool_fields Array(LowCardinality(String)),
+    class_version UInt32 DEFAULT 0
   )
   ENGINE = ReplacingMergeTree
   PARTITION BY tenant_id
   ORDER BY (tenant_id, device_id, ts, msg_id)
   SETTINGS non_replicated_deduplication_window = ${dedupWindow}`,
+  // Tables created before class versions were recorded get the column (0: not recorded).
+  `ALTER TABLE ${database}.telemetry ADD COLUMN IF NOT EXISTS class_version UInt32 DEFAULT 0`,
   // One stream record gives at most one dead letter, so its stream position is its identity.
   // received_at leads the key because the only read is "a tenant's newest".
   `CREATE TABLE IF NOT EXISTS ${database}.dead_letters (
@@ -76,6 +79,7 @@ export const telemetryColumns = [
   "num",
   "str",
   "bool_fields",
+  "class_version",
 ] as const
 
 export const deadLetterColumns = [
@@ -118,6 +122,7 @@ export const encodeRow = (row: TelemetryRow) => {
     num: Object.fromEntries(num),
     str: Object.fromEntries(str),
     bool_fields: bools,
+    class_version: row.classVersion ?? 0,
   }
 }
 
@@ -152,7 +157,7 @@ export const Float = Schema.transform(
 /** The select list `StoredRow` decodes (ms aliases differ from the columns, which WHERE uses). */
 export const storedRowSelect =
   "msg_id, device_class, toUnixTimestamp64Milli(ts) AS ts_ms, " +
-  "toUnixTimestamp64Milli(received_at) AS received_ms, num, str, bool_fields"
+  "toUnixTimestamp64Milli(received_at) AS received_ms, num, str, bool_fields, class_version"
 
 const StoredRow = Schema.Struct({
   msg_id: Schema.String,
@@ -162,6 +167,7 @@ const StoredRow = Schema.Struct({
   num: Schema.Record({ key: Schema.String, value: Float }),
   str: Schema.Record({ key: Schema.String, value: Schema.String }),
   bool_fields: Schema.Array(Schema.String),
+  class_version: Int64,
 })
 export const StoredRows = Schema.Array(StoredRow)
 
@@ -176,6 +182,7 @@ export const decodeRow = (tenantId: string, deviceId: string, row: typeof Stored
     tenantId,
     deviceId,
     deviceClass: row.device_class,
+    ...(row.class_version > 0 ? { classVersion: row.class_version } : {}),
     msgId: row.msg_id,
     ts: row.ts_ms,
     receivedAt: row.received_ms,

@@ -13,6 +13,8 @@ export interface TelemetryRow {
   readonly tenantId: string
   readonly deviceId: string
   readonly deviceClass: string
+  /** The version of the class that decoded it (registry class versions); absent: not recorded. */
+  readonly classVersion?: number | undefined
   readonly msgId: string
   /** Device time, epoch ms, within the storable range (`isStorableTime`). */
   readonly ts: number

@@ -31,6 +31,8 @@ export interface Fallback {
 /** A device class ready for the hot path. */
 export interface CompiledDeviceClass {
   readonly name: string
+  /** The registry version it was compiled from (0: not from the registry). */
+  readonly version: number
   readonly config: DeviceClassConfig
   /** The stored field names, in configuration order. */
   readonly fieldNames: ReadonlyArray<string>
@@ -216,7 +218,10 @@ class Compiled implements CompiledDeviceClass {
   private readonly decodeTime: Decoder<number>
   private readonly idField: string | undefined
 
-  constructor(readonly config: DeviceClassConfig) {
+  constructor(
+    readonly config: DeviceClassConfig,
+    readonly version = 0,
+  ) {
     this.name = config.name
     this.plan = Object.entries(config.fields).map(([name, field]) => {
       const from = field.from ?? name
@@ -274,7 +279,8 @@ class Compiled implements CompiledDeviceClass {
 const decodeMessageId = Schema.decodeUnknownEither(MessageId)
 
 /** Compiles a class validated by `check` (ConfigFile.load runs it); build once, decode per message. */
-export const compile = (config: DeviceClassConfig): CompiledDeviceClass => new Compiled(config)
+export const compile = (config: DeviceClassConfig, version = 0): CompiledDeviceClass =>
+  new Compiled(config, version)
 
 /** Every device class of a configuration, compiled once and looked up by name per message. */
 export class DeviceClasses {
@@ -357,16 +363,18 @@ export const check = (config: DeviceClassConfig): ReadonlyArray<ClassProblem> =>
  * class that does not exist is `undefined` (its devices' messages become dead letters).
  */
 export const compiledClasses = (
-  definition: (name: string) => Option.Option<DeviceClassConfig>,
+  current: (
+    name: string,
+  ) => Option.Option<{ readonly version: number; readonly definition: DeviceClassConfig }>,
 ): ((name: string) => CompiledDeviceClass | undefined) => {
   const compiled = new WeakMap<DeviceClassConfig, CompiledDeviceClass>()
   return (name) => {
-    const current = Option.getOrUndefined(definition(name))
-    if (current === undefined) return undefined
-    let c = compiled.get(current)
+    const version = Option.getOrUndefined(current(name))
+    if (version === undefined) return undefined
+    let c = compiled.get(version.definition)
     if (c === undefined) {
-      c = compile(current)
-      compiled.set(current, c)
+      c = compile(version.definition, version.version)
+      compiled.set(version.definition, c)
     }
     return c
   }

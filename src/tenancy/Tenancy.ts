@@ -15,7 +15,14 @@ import { editFromConfig } from "./Apply.js"
 import type { DeviceClassConfig, PlatformConfig } from "./PlatformConfig.js"
 import type { Quotas, Reservation } from "./Quota.js"
 import * as Quota from "./Quota.js"
-import { emptyState, type KeyRole, type RegDevice, Registry, type RegistryState } from "./Registry.js"
+import {
+  emptyState,
+  type KeyRole,
+  type RegClassVersion,
+  type RegDevice,
+  Registry,
+  type RegistryState,
+} from "./Registry.js"
 import { applyChanges, Draft } from "./RegistryState.js"
 import { hashSecret } from "./Secrets.js"
 
@@ -52,6 +59,8 @@ export interface TenancyApi {
   readonly devices: (tenantId: string) => ReadonlyArray<Device>
   /** A device class's current definition (its newest version) by name. */
   readonly deviceClass: (name: string) => Option.Option<DeviceClassConfig>
+  /** A device class's newest version, with its number. */
+  readonly deviceClassVersion: (name: string) => Option.Option<RegClassVersion>
   readonly tenants: ReadonlyArray<Tenant>
   /**
    * Reserves one message of the tenant's ingest quota (`max_messages_per_second`), shared by
@@ -176,6 +185,7 @@ const make = (current: () => Snapshot, quotas: Quotas, watch: TenancyApi["watch"
         Option.fromNullable(current().state.classes.get(name)?.versions.at(-1)),
         (v) => v.definition,
       ),
+    deviceClassVersion: (name) => Option.fromNullable(current().state.classes.get(name)?.versions.at(-1)),
     get tenants() {
       return current().tenants
     },

@@ -208,6 +208,7 @@ describe("live stream tail", () => {
           tenantId: "acme",
           deviceId: "t-1",
           deviceClass: "thermostat",
+          classVersion: 1,
           msgId: "a10",
           ts: T0 + 10_000,
           receivedAt: T0,

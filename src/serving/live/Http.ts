@@ -48,6 +48,7 @@ const frame = (row: TelemetryRow) =>
   JSON.stringify({
     deviceId: row.deviceId,
     deviceClass: row.deviceClass,
+    classVersion: row.classVersion,
     msgId: row.msgId,
     ts: row.ts,
     receivedAt: row.receivedAt,

@@ -73,7 +73,7 @@ export const make = (config: LiveTailConfig.LiveTailConfig) =>
     const startedAt = Date.now()
 
     // Compiled once per class version, as in the processor; a missing class decodes to nothing here.
-    const deviceClass = compiledClasses(tenancy.deviceClass)
+    const deviceClass = compiledClasses(tenancy.deviceClassVersion)
 
     const states = new Map<string, ShardState>()
     const stateOf = (shardId: string) => {

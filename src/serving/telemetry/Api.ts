@@ -9,6 +9,9 @@ import { Authentication } from "../Authentication.js"
 export const Reading = Schema.Struct({
   deviceId: Schema.String,
   deviceClass: Schema.String,
+  classVersion: Schema.optional(
+    Schema.Number.annotations({ description: "The version of the device class that decoded it" }),
+  ),
   msgId: Schema.String,
   ts: Schema.Number.annotations({ description: "Device time, epoch ms" }),
   receivedAt: Schema.Number.annotations({ description: "Ingress time, epoch ms" }),

@@ -1,0 +1,105 @@
+/**
+ * Onboarding without a restart, on the real platform (`npm start`'s supervisor: ingress and
+ * processor+serving in their own processes): a device created through the admin API publishes
+ * over HTTP with its credential within seconds, its reading reads back through the API, and
+ * disabling and enabling it reach the ingress process within 5 s. (Disconnecting a disabled
+ * device's live MQTT connection is ingress's and is tested there.)
+ */
+import { readdirSync, readFileSync } from "node:fs"
+import { join } from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { DEMO_KEY, eventually, type Platform, startPlatform } from "./platform.js"
+
+let platform: Platform
+
+beforeAll(async () => {
+  platform = await startPlatform()
+}, 90_000)
+
+afterAll(async () => {
+  await platform?.stop()
+})
+
+/** A JSON request to the serving API with the demo tenant's admin key. */
+const admin = async (method: string, path: string, body?: unknown) => {
+  const response = await fetch(`${platform.httpUrl}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${DEMO_KEY}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  })
+  // biome-ignore lint/suspicious/noExplicitAny: the test inspects the fields it needs
+  return { status: response.status, body: (await response.json().catch(() => undefined)) as any }
+}
+
+let sent = 0
+/** One thermostat reading over HTTP ingest with `credential`; the status. */
+const publish = async (credential: string, msgId = `onboard-${++sent}`) => {
+  const response = await fetch(`${platform.ingestUrl}/v1/telemetry`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${credential}`, "content-type": "application/json" },
+    body: JSON.stringify({ id: msgId, ts: Date.now(), temp_f: 71.6, humidity: 41.5, battery: 87 }),
+  })
+  await response.arrayBuffer()
+  return response.status
+}
+
+/** Publishes every 100 ms until the answer is `status`; the milliseconds it took, or fails after `withinMs`. */
+const untilStatus = async (credential: string, status: number, withinMs: number) => {
+  const started = Date.now()
+  let last = 0
+  while (Date.now() - started < withinMs) {
+    last = await publish(credential)
+    if (last === status) return Date.now() - started
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`HTTP ingest still answered ${last}, not ${status}, after ${withinMs} ms`)
+}
+
+describe("onboarding through the admin API, no restart", () => {
+  it("a device created through the API publishes at once, reads back, and is refused while disabled", async () => {
+    const created = await admin("POST", "/v1/devices", { id: "onboarded-1", class: "thermostat" })
+    expect(created.status).toBe(201)
+    const credential = created.body.credential as string
+    expect(created.body).toEqual({ id: "onboarded-1", class: "thermostat", credential })
+
+    // The ingress process sees the registry within its poll interval (1 s): 202 within 5 s.
+    const accepted = await untilStatus(credential, 202, 5_000)
+    expect(accepted).toBeLessThan(5_000)
+    const reading = await publish(credential, "onboarded-reading")
+    expect(reading).toBe(202)
+
+    // The reading reads back through the API, decoded by its class.
+    const latest = await eventually(
+      () => admin("GET", "/v1/devices/onboarded-1/telemetry"),
+      (r) =>
+        r.status === 200 &&
+        (r.body.readings as Array<{ msgId: string }>).some((x) => x.msgId === "onboarded-reading"),
+    )
+    const stored = (latest.body.readings as Array<{ msgId: string; values: Record<string, unknown> }>).find(
+      (x) => x.msgId === "onboarded-reading",
+    )
+    expect(stored?.values).toMatchObject({ humidity: 41.5, battery: 87 })
+    expect(stored?.values.temperature as number).toBeCloseTo(22, 6) // 71.6 °F
+    const devices = await admin("GET", "/v1/devices")
+    expect((devices.body.devices as Array<{ deviceId: string }>).map((d) => d.deviceId)).toContain(
+      "onboarded-1",
+    )
+
+    // Disabled: refused within 5 s; enabled: accepted again within 5 s.
+    const disabled = await admin("POST", "/v1/devices/onboarded-1/disable")
+    expect(disabled).toEqual({
+      status: 200,
+      body: { id: "onboarded-1", class: "thermostat", enabled: false, source: "api" },
+    })
+    expect(await untilStatus(credential, 401, 5_000)).toBeLessThan(5_000)
+    expect((await admin("POST", "/v1/devices/onboarded-1/enable")).status).toBe(200)
+    expect(await untilStatus(credential, 202, 5_000)).toBeLessThan(5_000)
+
+    // The credential is nowhere in the registry's files.
+    for (const file of readdirSync(platform.dataDir).filter((f) => f.startsWith("registry.sqlite")))
+      expect(readFileSync(join(platform.dataDir, file)).includes(credential), file).toBe(false)
+  }, 60_000)
+})
