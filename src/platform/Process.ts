@@ -42,6 +42,7 @@ export const announce = (roles: ReadonlyArray<Role>) =>
         roles,
         yield* IngressConfig.config,
         yield* ServingConfig.http,
+        yield* ConfigFile.isBundledDemo,
       )
       console.log(lines.join("\n"))
     }),

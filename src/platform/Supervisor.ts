@@ -68,6 +68,7 @@ const describeExit = (code: number | null, signal: string | null) =>
 const supervise = Effect.gen(function* () {
   // A bad configuration stops everything before any child starts, with the file's own message.
   const config = yield* ConfigFile.fromSettings
+  const demo = yield* ConfigFile.isBundledDemo
   // Applied once here, before any child starts; the children read the registry and never apply
   // (a restarted child must not undo a `sluice apply` made since).
   const applied = yield* Apply.apply(config).pipe(Effect.provide(SqliteRegistry.layer))
@@ -139,7 +140,7 @@ const supervise = Effect.gen(function* () {
       broadcast()
       if (!announced && children.every((c) => c.state === "running")) {
         announced = true
-        const lines = Welcome.banner(config, ["ingress", "processor", "serving"], ingress, http)
+        const lines = Welcome.banner(config, ["ingress", "processor", "serving"], ingress, http, demo)
         const host = http.host === "0.0.0.0" || http.host === "::" ? "127.0.0.1" : http.host
         console.log(
           [

@@ -1,7 +1,8 @@
 /**
- * The start-up banner: where to connect, and a device credential and API key from the loaded
- * configuration so a newcomer can publish and read right away. It names only the listeners of
- * the roles given.
+ * The start-up banner: where to connect and, for the bundled demo configuration only (whose
+ * secrets are public), a device credential and API key so a newcomer can publish and read right
+ * away. Any other configuration's secrets are never printed. It names only the listeners of the
+ * roles given.
  */
 import type { IngressConfig } from "../ingress/IngressConfig.js"
 import type { Role } from "../observability/Health.js"
@@ -16,6 +17,7 @@ export const banner = (
   roles: ReadonlyArray<Role>,
   ingress: IngressConfig,
   http: HttpServingConfig,
+  demo: boolean,
 ): ReadonlyArray<string> => {
   const device = config.devices[0]
   const tenant = config.tenants.find((t) => t.id === device?.tenant) ?? config.tenants[0]
@@ -32,6 +34,12 @@ export const banner = (
   }
   if (roles.includes("serving"))
     lines.push(`  HTTP API     ${api}   docs ${api}/docs   metrics ${api}/metrics`)
+  if (!demo) {
+    lines.push(
+      "  credentials  in your configuration file, or shown once by the admin API when a device or key is made",
+    )
+    return lines
+  }
   if (roles.includes("ingress") && device !== undefined) {
     lines.push(
       `  demo device  ${device.id} / ${device.credential}`,

@@ -4,7 +4,8 @@
  * uniqueness, ranges — are all checked, and every problem is reported with its place in the file.
  */
 import { readFile } from "node:fs/promises"
-import { extname } from "node:path"
+import { extname, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
 import { Config, Effect, Either, ParseResult, Schema } from "effect"
 import { type Document, isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml"
 import * as DeviceClass from "./DeviceClass.js"
@@ -225,6 +226,15 @@ export const check = (config: PlatformConfig): ReadonlyArray<{ path: Path; reaso
 export const path = Config.string("config_file").pipe(
   Config.withDefault("config/demo.yaml"),
   Config.nested("sluice"),
+)
+
+/**
+ * Whether the settings name the demo configuration bundled with Sluice (`config/demo.yaml`),
+ * whose credentials are public: only then does the start-up banner print one.
+ */
+export const isBundledDemo = Effect.map(
+  path,
+  (p) => resolve(p) === fileURLToPath(new URL("../../config/demo.yaml", import.meta.url)),
 )
 
 /** The configuration file named by the settings, loaded and validated. */
