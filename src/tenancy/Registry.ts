@@ -79,6 +79,42 @@ export interface RegDevice {
   readonly source: Source
 }
 
+/**
+ * A tenant's certificate authority: a device certificate it signed whose subject CN (or a SAN) is
+ * a device id of the tenant authenticates that device over mutual TLS. With `autoRegister`, a
+ * certificate naming a device not yet registered creates it in `defaultClass` on first connect
+ * (just-in-time registration).
+ */
+export interface RegCertificateAuthority {
+  /** The SHA-256 fingerprint of the CA certificate (as `X509Certificate.fingerprint256`). */
+  readonly id: string
+  readonly tenantId: string
+  /** The CA certificate, PEM. */
+  readonly pem: string
+  readonly autoRegister: boolean
+  /** The class of devices it registers just in time (required with autoRegister). */
+  readonly defaultClass: string | null
+  readonly name: string
+  readonly source: Source
+}
+
+/**
+ * A fleet provisioning claim: a token (stored as its hash) that lets up to `remaining` devices
+ * register themselves in `className` until `expiresAt`, each receiving its own credential.
+ */
+export interface RegClaim {
+  /** `Secrets.hashSecret` of the token; also the row's id. */
+  readonly hash: string
+  readonly tenantId: string
+  readonly className: string
+  readonly remaining: number
+  /** Epoch ms. */
+  readonly expiresAt: number
+  readonly revoked: boolean
+  readonly name: string
+  readonly source: Source
+}
+
 /** Every row, at one revision. */
 export interface RegistryState {
   readonly revision: number
@@ -87,6 +123,10 @@ export interface RegistryState {
   readonly apiKeys: ReadonlyMap<string, RegApiKey>
   readonly classes: ReadonlyMap<string, RegDeviceClass>
   readonly devices: ReadonlyMap<string, RegDevice>
+  /** By fingerprint. */
+  readonly authorities: ReadonlyMap<string, RegCertificateAuthority>
+  /** By hash. */
+  readonly claims: ReadonlyMap<string, RegClaim>
 }
 
 export const emptyState: RegistryState = {
@@ -95,10 +135,12 @@ export const emptyState: RegistryState = {
   apiKeys: new Map(),
   classes: new Map(),
   devices: new Map(),
+  authorities: new Map(),
+  claims: new Map(),
 }
 
 /** The kinds of rows, as the store keys them. */
-export type Kind = "tenant" | "apiKey" | "class" | "device"
+export type Kind = "tenant" | "apiKey" | "class" | "device" | "authority" | "claim"
 
 /** One row written (created or replaced) or removed. */
 export type Mutation = Data.TaggedEnum<{
@@ -112,6 +154,8 @@ export type Row =
   | { readonly kind: "apiKey"; readonly value: RegApiKey }
   | { readonly kind: "class"; readonly value: RegDeviceClass }
   | { readonly kind: "device"; readonly value: RegDevice }
+  | { readonly kind: "authority"; readonly value: RegCertificateAuthority }
+  | { readonly kind: "claim"; readonly value: RegClaim }
 
 /** The id a row is stored under. */
 export const rowId = (row: Row): string => {
@@ -124,6 +168,10 @@ export const rowId = (row: Row): string => {
       return row.value.name
     case "device":
       return row.value.id
+    case "authority":
+      return row.value.id
+    case "claim":
+      return row.value.hash
   }
 }
 

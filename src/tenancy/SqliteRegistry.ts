@@ -41,6 +41,8 @@ import {
   type Kind,
   type Mutation,
   type RegApiKey,
+  type RegCertificateAuthority,
+  type RegClaim,
   type RegDevice,
   type RegDeviceClass,
   Registry,
@@ -74,7 +76,14 @@ export const FILE_NAME = "registry.sqlite"
 
 export const DEFAULT_BUSY_TIMEOUT_MS = 5_000
 
-const KINDS: ReadonlyArray<string> = ["tenant", "apiKey", "class", "device"] satisfies ReadonlyArray<Kind>
+const KINDS: ReadonlyArray<string> = [
+  "tenant",
+  "apiKey",
+  "class",
+  "device",
+  "authority",
+  "claim",
+] satisfies ReadonlyArray<Kind>
 
 // Every failure of the store itself (SQLITE_BUSY past the busy timeout, I/O, a malformed file)
 // is "did not answer": the caller retries.
@@ -118,12 +127,35 @@ const DeviceBody = Schema.Struct({
   source: Source,
 })
 
+const AuthorityBody = Schema.Struct({
+  id: Schema.String,
+  tenantId: Schema.String,
+  pem: Schema.String,
+  autoRegister: Schema.Boolean,
+  defaultClass: Schema.NullOr(Schema.String),
+  name: Schema.String,
+  source: Source,
+})
+const ClaimBody = Schema.Struct({
+  hash: Schema.String,
+  tenantId: Schema.String,
+  className: Schema.String,
+  remaining: Schema.Number,
+  expiresAt: Schema.Number,
+  revoked: Schema.Boolean,
+  name: Schema.String,
+  source: Source,
+})
+
 const decodeOf = <A, I>(schema: Schema.Schema<A, I>) => Schema.decodeUnknownEither(Schema.parseJson(schema))
 const decodeTenant: (body: string) => Either.Either<RegTenant, ParseResult.ParseError> = decodeOf(TenantBody)
 const decodeApiKey: (body: string) => Either.Either<RegApiKey, ParseResult.ParseError> = decodeOf(ApiKeyBody)
 const decodeClass: (body: string) => Either.Either<RegDeviceClass, ParseResult.ParseError> =
   decodeOf(ClassBody)
 const decodeDevice: (body: string) => Either.Either<RegDevice, ParseResult.ParseError> = decodeOf(DeviceBody)
+const decodeAuthority: (body: string) => Either.Either<RegCertificateAuthority, ParseResult.ParseError> =
+  decodeOf(AuthorityBody)
+const decodeClaim: (body: string) => Either.Either<RegClaim, ParseResult.ParseError> = decodeOf(ClaimBody)
 
 interface StoredRow {
   readonly kind: string
@@ -144,7 +176,11 @@ const toRow = (stored: StoredRow): Either.Either<Row, string> => {
           ? Either.map(decodeClass(stored.body), (value) => ({ kind: "class", value }))
           : stored.kind === "device"
             ? Either.map(decodeDevice(stored.body), (value) => ({ kind: "device", value }))
-            : undefined
+            : stored.kind === "authority"
+              ? Either.map(decodeAuthority(stored.body), (value) => ({ kind: "authority", value }))
+              : stored.kind === "claim"
+                ? Either.map(decodeClaim(stored.body), (value) => ({ kind: "claim", value }))
+                : undefined
   if (decoded === undefined) return Either.left("unknown kind")
   if (Either.isLeft(decoded)) {
     return Either.left(ParseResult.TreeFormatter.formatErrorSync(decoded.left).replaceAll("\n", " "))
@@ -305,6 +341,8 @@ export const make = (
             const apiKeys = new Map<string, RegApiKey>()
             const classes = new Map<string, RegDeviceClass>()
             const devices = new Map<string, RegDevice>()
+            const authorities = new Map<string, RegCertificateAuthority>()
+            const claims = new Map<string, RegClaim>()
             for (const row of decoded) {
               switch (row.kind) {
                 case "tenant":
@@ -319,9 +357,15 @@ export const make = (
                 case "device":
                   devices.set(row.value.id, row.value)
                   break
+                case "authority":
+                  authorities.set(row.value.id, row.value)
+                  break
+                case "claim":
+                  claims.set(row.value.hash, row.value)
+                  break
               }
             }
-            const state: RegistryState = { revision, tenants, apiKeys, classes, devices }
+            const state: RegistryState = { revision, tenants, apiKeys, classes, devices, authorities, claims }
             return state
           }),
         ),

@@ -210,6 +210,8 @@ export const stateOfConfig = (config: PlatformConfig): RegistryState => {
     apiKeys: draft.apiKeys,
     classes: draft.classes,
     devices: draft.devices,
+    authorities: draft.authorities,
+    claims: draft.claims,
   }
 }
 

@@ -14,7 +14,6 @@ import { Effect, Layer, Option } from "effect"
 import * as LiveFeed from "../../src/actors/LiveFeed.js"
 import * as Health from "../../src/observability/Health.js"
 import * as Metrics from "../../src/observability/Metrics.js"
-import { mutationsOf } from "../../src/serving/admin/Writes.js"
 import * as HttpServing from "../../src/serving/HttpServer.js"
 import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
 import * as Apply from "../../src/tenancy/Apply.js"
@@ -889,19 +888,16 @@ layer(TestAdmin, { timeout: 180_000, excludeTestServices: true })("admin API", (
 })
 
 describe("admin writes", () => {
-  test("commit the batch Draft.mutations() would, without comparing rows the edit did not touch", () => {
+  test("commit only what the edit changed: an equal copy of a row is no change", () => {
     const base = { ...Tenancy.stateOfConfig(config), revision: 3 }
     const draft = new Draft(base)
     draft.removeTenant("tenant-b")
     draft.tenants.set("tenant-c", { id: "tenant-c", source: "api" })
     const d = draft.devices.get("cfg-a-1")!
     draft.devices.set(d.id, { ...d, enabled: false })
-    // A row replaced by an equal copy is no change.
     const c = draft.classes.get("climate")!
     draft.classes.set(c.name, { ...c })
-    const key = (m: { _tag: string }) => JSON.stringify(m)
-    expect(mutationsOf(draft).map(key).sort()).toEqual(draft.mutations().map(key).sort())
-    expect(mutationsOf(draft).length).toBe(5) // tenant-b, its key and device gone; tenant-c; cfg-a-1
-    expect(mutationsOf(new Draft(emptyState))).toEqual([])
+    expect(draft.mutations().length).toBe(5) // tenant-b, its key and device gone; tenant-c; cfg-a-1
+    expect(new Draft(emptyState).mutations()).toEqual([])
   })
 })

@@ -92,6 +92,8 @@ const apply = (state: RegistryState, changes: Changes): RegistryState => {
     apiKey: new Map(state.apiKeys),
     class: new Map(state.classes),
     device: new Map(state.devices),
+    authority: new Map(state.authorities),
+    claim: new Map(state.claims),
   }
   for (const { kind, id } of changes.removed) maps[kind].delete(id)
   for (const row of changes.put) (maps[row.kind] as Map<string, unknown>).set(rowId(row), row.value)
@@ -101,6 +103,8 @@ const apply = (state: RegistryState, changes: Changes): RegistryState => {
     apiKeys: maps.apiKey,
     classes: maps.class,
     devices: maps.device,
+    authorities: maps.authority,
+    claims: maps.claim,
   }
 }
 
@@ -179,6 +183,8 @@ const state = (
   apiKeys: new Map((rows.apiKeys ?? []).map((k) => [k.hash, k])),
   classes: new Map((rows.classes ?? []).map((c) => [c.name, c])),
   devices: new Map((rows.devices ?? []).map((d) => [d.id, d])),
+  authorities: new Map(),
+  claims: new Map(),
 })
 
 export const registryContract = (name: string, options: RegistryContractOptions) =>
