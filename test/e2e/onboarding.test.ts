@@ -7,6 +7,7 @@
  */
 import { readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
+import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { DEMO_KEY, eventually, type Platform, startPlatform } from "./platform.js"
 
@@ -101,5 +102,65 @@ describe("onboarding through the admin API, no restart", () => {
     // The credential is nowhere in the registry's files.
     for (const file of readdirSync(platform.dataDir).filter((f) => f.startsWith("registry.sqlite")))
       expect(readFileSync(join(platform.dataDir, file)).includes(credential), file).toBe(false)
+  }, 60_000)
+
+  it("a disabled device's live MQTT connection is closed within 5 s and it cannot reconnect; a rotated credential works through its grace, then not", async () => {
+    const created = await admin("POST", "/v1/devices", { id: "onboarded-2", class: "thermostat" })
+    const credential = created.body.credential as string
+    const connect = (password: string) =>
+      mqtt.connectAsync(platform.mqttUrl, {
+        username: "onboarded-2",
+        password,
+        reconnectPeriod: 0,
+        connectTimeout: 5_000,
+      })
+    await untilStatus(credential, 202, 5_000)
+    const client = await connect(credential)
+    await client.publishAsync("devices/onboarded-2/telemetry", JSON.stringify({ id: "mq-1", temp_f: 70 }), {
+      qos: 1,
+    })
+    const closed = new Promise<number>((resolve) => {
+      const at = Date.now()
+      client.once("close", () => resolve(Date.now() - at))
+    })
+    expect((await admin("POST", "/v1/devices/onboarded-2/disable")).status).toBe(200)
+    expect(await closed).toBeLessThan(5_000)
+    const refused = await connect(credential).then(
+      (c) => {
+        c.end(true)
+        return 0
+      },
+      (e: { code?: number }) => e.code ?? -1,
+    )
+    expect(refused).toBe(4)
+
+    // Rotation with a 3 s grace: both credentials work, then only the new one.
+    expect((await admin("POST", "/v1/devices/onboarded-2/enable")).status).toBe(200)
+    await untilStatus(credential, 202, 5_000)
+    const rotated = await admin("POST", "/v1/devices/onboarded-2/rotate", { grace_seconds: 3 })
+    expect(rotated.status).toBe(200)
+    const fresh = rotated.body.credential as string
+    expect(await untilStatus(fresh, 202, 5_000)).toBeLessThan(5_000)
+    expect(await publish(credential)).toBe(202)
+    expect(await untilStatus(credential, 401, 8_000)).toBeLessThan(8_000)
+    expect(await publish(fresh)).toBe(202)
+
+    // No credential or key in plain text in the data directory, the logs, or /metrics.
+    const key = await admin("POST", `/v1/tenants/demo/keys`, { role: "read", name: "grep-me" })
+    expect(key.status).toBe(201)
+    const secrets = [credential, fresh, key.body.key as string]
+    const files = (dir: string): Array<string> =>
+      readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+        e.isDirectory() ? files(join(dir, e.name)) : e.isFile() ? [join(dir, e.name)] : [],
+      )
+    for (const file of files(platform.dataDir)) {
+      const bytes = readFileSync(file)
+      for (const secret of secrets) expect(bytes.includes(secret), file).toBe(false)
+    }
+    const metrics = await (await fetch(`${platform.httpUrl}/metrics`)).text()
+    for (const secret of secrets) {
+      expect(platform.output()).not.toContain(secret)
+      expect(metrics).not.toContain(secret)
+    }
   }, 60_000)
 })
