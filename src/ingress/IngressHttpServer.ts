@@ -1,10 +1,11 @@
 /**
- * The ingress role's HTTP listener: `POST /v1/telemetry` for devices, MQTT over WebSocket at
- * `/mqtt`, plus this process's /healthz, /readyz, /metrics and the ingest API's own reference
- * (/openapi.json, /docs). It is a listener of its own (SLUICE_INGRESS_HTTP_PORT, default 8081),
- * apart from the serving API (8080): devices and applications are different clients, and each
- * tier scales and fails alone. With a TLS certificate (SLUICE_TLS_CERT_FILE) it is HTTPS (and
- * `wss://`) on the same port, with no plain HTTP beside it.
+ * The ingress role's HTTP listener: `POST /v1/telemetry` for devices, `POST /v1/provision` for
+ * devices registering themselves with a provisioning claim (`Provisioning.ts`), MQTT over
+ * WebSocket at `/mqtt`, plus this process's /healthz, /readyz, /metrics and the ingest API's own
+ * reference (/openapi.json, /docs). It is a listener of its own (SLUICE_INGRESS_HTTP_PORT,
+ * default 8081), apart from the serving API (8080): devices and applications are different
+ * clients, and each tier scales and fails alone. With a TLS certificate (SLUICE_TLS_CERT_FILE) it
+ * is HTTPS (and `wss://`) on the same port, with no plain HTTP beside it.
  */
 import { HttpApi, HttpApiBuilder, HttpApiScalar, OpenApi } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
@@ -18,16 +19,19 @@ import { IngestApi } from "./IngestApi.js"
 import * as IngressConfig from "./IngressConfig.js"
 import { MqttBroker, type MqttStreams } from "./MqttBroker.js"
 import * as MqttWebSocket from "./MqttWebSocket.js"
+import * as Provisioning from "./Provisioning.js"
 
 /** The device-facing HTTP API. */
 export class IngressApi extends HttpApi.make("sluice-ingress")
   .add(IngestApi)
+  .add(Provisioning.ProvisioningApi)
   .add(HealthApi)
   .annotate(OpenApi.Title, "Sluice ingest")
   .annotate(
     OpenApi.Description,
     "Devices post readings to /v1/telemetry with their own credential as the bearer token; the 202 " +
-      "is sent once the reading is durable in the stream.",
+      "is sent once the reading is durable in the stream. A device holding a provisioning claim token of " +
+      "its tenant registers itself at /v1/provision and receives its own credential.",
   )
   .annotate(OpenApi.Version, "0.1.0") {}
 
@@ -36,11 +40,14 @@ export interface IngressHttpOptions {
   readonly tls?: Tls.ServerTls | undefined
   /** The broker's door for MQTT over WebSocket at `/mqtt` (when `config.mqttWebSocket`); none without. */
   readonly mqtt?: MqttStreams | undefined
+  /** The rate limits of `POST /v1/provision`; `Provisioning.defaultLimits` without. */
+  readonly provisioning?: Provisioning.ProvisioningLimits | undefined
 }
 
 /**
  * Serves the ingest API on `config.httpHost:httpPort`. Outputs `HttpServer.HttpServer` (its
- * address tells the port when 0 was asked). Requires StreamLog, Tenancy, Metrics, Health.
+ * address tells the port when 0 was asked). Requires StreamLog, Tenancy, Metrics, Health;
+ * provisioning writes the context's `Registry` (every process of the platform has it; 503 without).
  * `Layer.fresh`: the HttpApi router is a shared layer, so without it a process that also serves
  * the serving API would mount both APIs on both listeners.
  */
@@ -59,7 +66,11 @@ export const layerWith = (config: IngressConfig.IngressConfig, options: IngressH
           Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
           Layer.provide(
             HttpApiBuilder.api(IngressApi).pipe(
-              Layer.provide([HttpIngress.layerWith(IngressApi, config), HealthHttp.layerFor(IngressApi)]),
+              Layer.provide([
+                HttpIngress.layerWith(IngressApi, config),
+                Provisioning.layerWith(IngressApi, options.provisioning),
+                HealthHttp.layerFor(IngressApi),
+              ]),
             ),
           ),
           withLogAddress(options.tls !== undefined),

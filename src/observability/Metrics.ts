@@ -34,6 +34,8 @@ export interface MetricsApi {
   readonly insertLatency: Histogram
   /** Live WebSocket subscribers. */
   readonly liveSubscribers: Gauge
+  /** Uses of provisioning claims (`POST /v1/provision`), by outcome (provisioned, or why refused). */
+  readonly provisioning: Counter<"outcome">
 }
 
 export class Metrics extends Context.Tag("sluice/Metrics")<Metrics, MetricsApi>() {}
@@ -116,6 +118,12 @@ export const make = (labels: Record<string, string> = {}): MetricsApi => {
     liveSubscribers: new Gauge({
       name: "sluice_live_subscribers",
       help: "Live WebSocket subscribers",
+      registers,
+    }),
+    provisioning: new Counter({
+      name: "sluice_provisioning_total",
+      help: "Devices provisioning themselves with a claim token, by outcome (provisioned, or why refused)",
+      labelNames: ["outcome"],
       registers,
     }),
   }

@@ -26,7 +26,7 @@ import type { ChildState, Role } from "../observability/Health.js"
 import * as ServingConfig from "../serving/ServingConfig.js"
 import * as Apply from "../tenancy/Apply.js"
 import * as ConfigFile from "../tenancy/ConfigFile.js"
-import * as SqliteRegistry from "../tenancy/SqliteRegistry.js"
+import * as RegistryBackend from "../tenancy/RegistryBackend.js"
 import { dataDir } from "./DataDir.js"
 import * as MachineMetrics from "./MachineMetrics.js"
 import type { SupervisorMessage } from "./Process.js"
@@ -71,7 +71,7 @@ const supervise = Effect.gen(function* () {
   const demo = yield* ConfigFile.isBundledDemo
   // Applied once here, before any child starts; the children read the registry and never apply
   // (a restarted child must not undo a `sluice apply` made since).
-  const applied = yield* Apply.apply(config).pipe(Effect.provide(SqliteRegistry.layer))
+  const applied = yield* Apply.apply(config).pipe(Effect.provide(RegistryBackend.layer))
   yield* Effect.logInfo(`configuration applied: ${Apply.describeReport(applied, false).split("\n")[0]}`)
   const ingress = yield* IngressConfig.config
   const http = yield* ServingConfig.http

@@ -12,9 +12,9 @@ import * as StreamConfig from "../stream/StreamConfig.js"
 import * as Apply from "../tenancy/Apply.js"
 import * as ConfigFile from "../tenancy/ConfigFile.js"
 import * as QuotaConfig from "../tenancy/QuotaConfig.js"
+import * as RegistryBackend from "../tenancy/RegistryBackend.js"
 import * as RegistryConfig from "../tenancy/RegistryConfig.js"
 import * as SharedQuota from "../tenancy/SharedQuota.js"
-import * as SqliteRegistry from "../tenancy/SqliteRegistry.js"
 import * as Tenancy from "../tenancy/Tenancy.js"
 
 /** The configured backend, its module loaded only if it is the one in use (no AWS SDK on a laptop). */
@@ -27,7 +27,8 @@ const StreamLive = Layer.unwrapEffect(
 )
 
 /**
- * The device registry (`registry.sqlite` in the data directory) and the Tenancy that follows it.
+ * The device registry (`registry.sqlite` in the data directory, or with SLUICE_REGISTRY_TABLE one
+ * DynamoDB table for every node: `RegistryBackend.ts`) and the Tenancy that follows it.
  * A process started by hand applies its configuration file first (`--config`, as `sluice apply`
  * does); a child of the supervisor does not — the supervisor applied it once before starting its
  * children, and a restarted child must not undo a `sluice apply` made since.
@@ -41,7 +42,7 @@ const TenancyLive = (roles: ReadonlyArray<Health.Role>) =>
   Layer.unwrapScoped(
     Effect.gen(function* () {
       const config = yield* ConfigFile.fromSettings
-      const registry = yield* Layer.build(SqliteRegistry.layer)
+      const registry = yield* Layer.build(RegistryBackend.layer)
       const applied = Effect.flatMap(Apply.apply(config), (report) =>
         Effect.logInfo(`configuration applied: ${Apply.describeReport(report, false).split("\n")[0]}`),
       )
@@ -66,5 +67,23 @@ const TenancyLive = (roles: ReadonlyArray<Health.Role>) =>
   )
 
 /** The infrastructure of a process running `roles`. */
-export const layer = (roles: ReadonlyArray<Health.Role>) =>
-  Layer.mergeAll(StreamLive, TenancyLive(roles), Metrics.layerForRoles(roles), Health.layer(roles))
+export const layer = (roles: ReadonlyArray<Health.Role>) => {
+  const base = Layer.mergeAll(
+    StreamLive,
+    TenancyLive(roles),
+    Metrics.layerForRoles(roles),
+    Health.layer(roles),
+  )
+  // With ingress, every TLS listener of the process asks devices for a client certificate from
+  // the tenants' CAs, whichever listener builds the process's TLS first (the API's, when serving
+  // runs here too).
+  return roles.includes("ingress") ? CertificateRootsLive.pipe(Layer.provideMerge(base)) : base
+}
+
+/** The tenants' CAs as client certificate roots (src/ingress/TenantCertificates.ts), loaded with ingress only. */
+const CertificateRootsLive = Layer.unwrapEffect(
+  Effect.map(
+    Effect.promise(() => import("../ingress/TenantCertificates.js")),
+    (m) => m.rootsLayer,
+  ),
+)

@@ -2,6 +2,8 @@
 import { HttpApi, OpenApi } from "@effect/platform"
 import { HealthApi } from "../observability/HealthApi.js"
 import { DeviceAdminApi, DeviceClassesApi, TenantsApi } from "./admin/Api.js"
+import { CertificateAuthoritiesApi } from "./admin/Authorities.js"
+import { ClaimsApi } from "./admin/Claims.js"
 import { DeadLettersApi } from "./deadletters/Api.js"
 import { DevicesApi } from "./devices/Api.js"
 import { LiveApi } from "./live/Api.js"
@@ -12,6 +14,8 @@ export class Api extends HttpApi.make("sluice")
   .add(DeviceAdminApi)
   .add(DeviceClassesApi)
   .add(TenantsApi)
+  .add(CertificateAuthoritiesApi)
+  .add(ClaimsApi)
   .add(TelemetryApi)
   .add(DeadLettersApi)
   .add(LiveApi)

@@ -9,7 +9,11 @@
  * access changed (disabled, removed, a credential replaced), so ingress can close their
  * connections at once. Secrets are hashes here too: a presented credential or key is hashed and
  * looked up (`Secrets.ts`).
+ *
+ * The tenants' certificate authorities (mutual TLS) are here too (`authorities`), each with its
+ * certificate parsed once, for `src/ingress/TenantCertificates.ts`.
  */
+import { X509Certificate } from "node:crypto"
 import { Context, Duration, Effect, Layer, Option, Schedule } from "effect"
 import { editFromConfig } from "./Apply.js"
 import type { DeviceClassConfig, PlatformConfig } from "./PlatformConfig.js"
@@ -18,6 +22,7 @@ import * as Quota from "./Quota.js"
 import {
   emptyState,
   type KeyRole,
+  type RegCertificateAuthority,
   type RegClassVersion,
   type RegDevice,
   Registry,
@@ -34,6 +39,11 @@ export interface Device {
 
 export interface Tenant {
   readonly tenantId: string
+}
+
+/** A tenant's certificate authority with its certificate parsed. */
+export interface TenantAuthority extends RegCertificateAuthority {
+  readonly certificate: X509Certificate
 }
 
 /** Who an API key is: an operator (no tenant), or a tenant's admin or reader. */
@@ -70,9 +80,15 @@ export interface TenancyApi {
   /**
    * Whether a connection opened with the credential hashed `credentialHash` may stay open: the
    * device exists, is enabled, and that credential has not expired or been replaced (null: a
-   * connection admitted otherwise, by a client certificate; only the first two then).
+   * connection admitted by a client certificate: the device exists, is enabled, and its tenant
+   * still has a certificate authority).
    */
   readonly stillOpens: (deviceId: string, credentialHash: string | null) => boolean
+  /**
+   * Every tenant's certificate authorities (mutual TLS), each with its certificate parsed (once per
+   * row); a row whose PEM does not parse is left out.
+   */
+  readonly authorities: () => ReadonlyArray<TenantAuthority>
   /** The registry revision the lookups answer from. */
   readonly revision: () => number
   /**
@@ -93,6 +109,25 @@ interface Snapshot {
   readonly tenants: ReadonlyArray<Tenant>
   /** Devices with a credential that expires (a rotation's grace period). */
   readonly expiring: ReadonlyArray<RegDevice>
+  readonly authorities: ReadonlyArray<TenantAuthority>
+  /** Tenants with at least one certificate authority. */
+  readonly authorityTenants: ReadonlySet<string>
+}
+
+/** Parsed certificates, by row: a row is parsed once, whatever the revisions it lives through. */
+const parsed = new WeakMap<RegCertificateAuthority, TenantAuthority | null>()
+
+const parseAuthority = (row: RegCertificateAuthority): TenantAuthority | null => {
+  let authority = parsed.get(row)
+  if (authority === undefined) {
+    try {
+      authority = { ...row, certificate: new X509Certificate(row.pem) }
+    } catch {
+      authority = null
+    }
+    parsed.set(row, authority)
+  }
+  return authority
 }
 
 const toDevice = (d: RegDevice): Device => ({
@@ -115,12 +150,19 @@ const index = (state: RegistryState): Snapshot => {
     }
     list.push(toDevice(d))
   }
+  const authorities: Array<TenantAuthority> = []
+  for (const row of state.authorities.values()) {
+    const authority = parseAuthority(row)
+    if (authority !== null) authorities.push(authority)
+  }
   return {
     state,
     byCredential,
     byTenant,
     tenants: [...state.tenants.keys()].map((tenantId) => ({ tenantId })),
     expiring,
+    authorities,
+    authorityTenants: new Set(authorities.map((a) => a.tenantId)),
   }
 }
 
@@ -129,14 +171,21 @@ const opens = (device: RegDevice, hash: string, now: number) =>
   device.enabled &&
   device.credentials.some((c) => c.hash === hash && (c.expiresAt === null || c.expiresAt > now))
 
-/** Devices whose access differs between two states. */
-const accessChanged = (before: RegistryState, after: RegistryState): ReadonlySet<string> => {
+/**
+ * Devices whose access differs between two states; with every device of a tenant that lost its
+ * last certificate authority (its certificate connections may not stay, `stillOpens`).
+ */
+const accessChanged = (before: Snapshot, after: Snapshot): ReadonlySet<string> => {
   const ids = new Set<string>()
   const key = (d: RegDevice) =>
     `${d.enabled}|${d.tenantId}|${d.credentials.map((c) => `${c.hash}@${c.expiresAt}`).join(",")}`
-  for (const [id, d] of before.devices) {
-    const now = after.devices.get(id)
+  for (const [id, d] of before.state.devices) {
+    const now = after.state.devices.get(id)
     if (now === undefined || key(now) !== key(d)) ids.add(id)
+  }
+  for (const tenantId of before.authorityTenants) {
+    if (after.authorityTenants.has(tenantId)) continue
+    for (const d of after.byTenant.get(tenantId) ?? []) ids.add(d.deviceId)
   }
   return ids
 }
@@ -193,8 +242,11 @@ const make = (current: () => Snapshot, quotas: Quotas, watch: TenancyApi["watch"
     stillOpens: (deviceId, credentialHash) => {
       const d = current().state.devices.get(deviceId)
       if (d === undefined) return false
-      return credentialHash === null ? d.enabled : opens(d, credentialHash, Date.now())
+      return credentialHash === null
+        ? d.enabled && current().authorityTenants.has(d.tenantId)
+        : opens(d, credentialHash, Date.now())
     },
+    authorities: () => current().authorities,
     revision: () => current().state.revision,
     watch,
   }
@@ -275,15 +327,15 @@ export const live = <E = never, R = never>(options: {
       notify(expired())
       const revision = yield* registry.revision
       if (revision === snapshot.state.revision) return
-      const before = snapshot.state
+      const before = snapshot
       // Behind: catch up with what changed. Ahead of the store (its data was replaced): reload.
       snapshot = index(
-        revision > before.revision
-          ? applyChanges(before, yield* registry.changesSince(before.revision))
+        revision > before.state.revision
+          ? applyChanges(before.state, yield* registry.changesSince(before.state.revision))
           : yield* registry.load,
       )
       yield* Effect.logInfo(`device registry at revision ${snapshot.state.revision}`)
-      notify(accessChanged(before, snapshot.state))
+      notify(accessChanged(before, snapshot))
     })
     yield* refresh.pipe(
       Effect.catchAll((e) => Effect.logWarning("device registry refresh failed; keeping the last state", e)),

@@ -11,7 +11,13 @@ import { join } from "node:path"
 import tls from "node:tls"
 import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { httpsRequest, makeCertificates, presentedSerial, type TestCertificates } from "../support/certs.js"
+import {
+  httpsRequest,
+  makeCertificates,
+  makeTenantCertificates,
+  presentedSerial,
+  type TestCertificates,
+} from "../support/certs.js"
 import { eventually, freePort } from "./platform.js"
 import { startRole, stop } from "./roleProcess.js"
 
@@ -194,6 +200,7 @@ describe("--role ingress with TLS", () => {
         SLUICE_TLS_CERT_FILE: certs.server.cert,
         SLUICE_TLS_KEY_FILE: certs.server.key,
         SLUICE_INGRESS_MQTTS_PORT: String(mqttsPort),
+        SLUICE_TLS_RELOAD_INTERVAL_MS: "250",
       },
       { outputChars: 200_000 },
     )
@@ -228,6 +235,41 @@ describe("--role ingress with TLS", () => {
       )
       expect(latest.status, latest.text).toBe(200)
       expect(JSON.parse(latest.text)).toMatchObject({ msgId: "e2e-all-1", values: { temperature: 22 } })
+
+      // A tenant CA registered through the admin API: in this one process too (the API's listener
+      // built the TLS), MQTTS asks for client certificates, and an unregistered device of the CA
+      // connects and is registered just in time.
+      const tenant = makeTenantCertificates(certs, { device: DEVICE.id, unregistered: "jit-e2e-1" })
+      const registered = await httpsRequest(`${apiUrl}/v1/certificate-authorities`, ca, {
+        method: "POST",
+        headers: { authorization: "Bearer demo-api-key-0123456789", "content-type": "application/json" },
+        body: JSON.stringify({
+          pem: certs.caPem().toString("utf8"),
+          name: "e2e devices",
+          auto_register: true,
+          default_class: "thermostat",
+        }),
+      })
+      expect(registered.status, registered.text).toBe(201)
+      const jit = await eventually(
+        () =>
+          run("mosquitto_pub", [
+            ...["-h", "127.0.0.1", "-p", String(mqttsPort), "--cafile", certs.ca.cert],
+            ...["--cert", tenant.unregistered.cert, "--key", tenant.unregistered.key],
+            ...["-q", "1", "-t", "devices/jit-e2e-1/telemetry"],
+            ...["-m", JSON.stringify({ id: "e2e-jit-1", ts: Date.now(), temp_f: 71.6, humidity: 41 })],
+          ]),
+        (r) => r.code === 0,
+      )
+      expect(jit.code, `${jit.output}\n${role.output()}`).toBe(0)
+      const jitLatest = await eventually(
+        () =>
+          httpsRequest(`${apiUrl}/v1/devices/jit-e2e-1/latest`, ca, {
+            headers: { authorization: "Bearer demo-api-key-0123456789" },
+          }),
+        (response) => response.status === 200,
+      )
+      expect(JSON.parse(jitLatest.text)).toMatchObject({ msgId: "e2e-jit-1" })
       // The serving listener is TLS only, and one loader serves every listener of the process.
       expect(
         await fetch(`http://127.0.0.1:${httpPort}/healthz`).then(

@@ -41,7 +41,13 @@ layer(TestIngress, { timeout: 60_000 })("the ingress listener", (it) => {
       const metrics = yield* request("/metrics")
       expect(metrics.text).toContain('sluice_ingested_messages_total{transport="http"} 1')
       const spec = JSON.parse((yield* request("/openapi.json")).text) as { paths: Record<string, unknown> }
-      expect(Object.keys(spec.paths).sort()).toEqual(["/healthz", "/metrics", "/readyz", "/v1/telemetry"])
+      expect(Object.keys(spec.paths).sort()).toEqual([
+        "/healthz",
+        "/metrics",
+        "/readyz",
+        "/v1/provision",
+        "/v1/telemetry",
+      ])
       expect((yield* request("/v1/devices", { headers: { authorization: "Bearer x" } })).status).toBe(404)
     }),
   )

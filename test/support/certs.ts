@@ -243,3 +243,156 @@ export const httpsRequest = (
     request.setTimeout(10_000, () => request.destroy(new Error("timed out")))
     request.end(init.body)
   })
+
+/** Certificates for the tenant CA tests (mutual TLS, just-in-time registration), beside a `TestCertificates`. */
+export interface TenantTestCertificates {
+  /** A second CA, another tenant's. */
+  readonly otherCa: CertificateFiles
+  readonly otherCaPem: () => Buffer
+  /** CN=`device` (the first CA's device), signed by the other CA. */
+  readonly otherCaDevice: CertificateFiles
+  /** CN=`unregistered`, signed by the first CA. */
+  readonly unregistered: CertificateFiles
+  /** A CA certificate (CA:TRUE) signed by the first CA, valid only in January 2020. */
+  readonly expiredCa: CertificateFiles
+  /**
+   * A client certificate with `subject` (e.g. `/CN=x`, or `/O=x` for none) and optionally a
+   * subjectAltName (e.g. `DNS:x`), signed by the first CA or the other one.
+   */
+  readonly issue: (
+    name: string,
+    subject: string,
+    options?: { readonly by?: "ca" | "other"; readonly san?: string },
+  ) => CertificateFiles
+}
+
+/** Makes the tenant CA test certificates in `certs.dir` (`openssl` must be installed). */
+export const makeTenantCertificates = (
+  certs: TestCertificates,
+  names: { readonly device: string; readonly unregistered: string },
+): TenantTestCertificates => {
+  const dir = certs.dir
+  const path = (name: string) => join(dir, name)
+  const files = (name: string): CertificateFiles => ({
+    cert: path(`${name}.pem`),
+    key: path(`${name}.key`),
+    serialNumber: serialOf(path(`${name}.pem`)),
+  })
+
+  openssl(
+    [
+      "req",
+      "-x509",
+      ...EC,
+      "-keyout",
+      "other-ca.key",
+      "-out",
+      "other-ca.pem",
+      "-days",
+      "2",
+      "-subj",
+      "/CN=Sluice other tenant CA",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+    ],
+    dir,
+  )
+
+  const issue = (
+    name: string,
+    subject: string,
+    options: { readonly by?: "ca" | "other"; readonly san?: string } = {},
+  ): CertificateFiles => {
+    const ca = options.by === "other" ? "other-ca" : "ca"
+    writeFileSync(
+      path(`${name}.ext`),
+      "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n" +
+        (options.san === undefined ? "" : `subjectAltName=${options.san}\n`),
+    )
+    openssl(["req", "-new", ...EC, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", subject], dir)
+    openssl(
+      [
+        "x509",
+        "-req",
+        "-in",
+        `${name}.csr`,
+        "-CA",
+        `${ca}.pem`,
+        "-CAkey",
+        `${ca}.key`,
+        "-set_serial",
+        randomSerial(),
+        "-days",
+        "2",
+        "-sha256",
+        "-extfile",
+        `${name}.ext`,
+        "-out",
+        `${name}.pem`,
+      ],
+      dir,
+    )
+    return files(name)
+  }
+
+  // An expired CA certificate: `openssl ca` takes explicit dates (see `makeCertificates`).
+  writeFileSync(path("tenant-index.txt"), "")
+  writeFileSync(path("tenant-serial"), "2000\n")
+  writeFileSync(
+    path("tenant-ca.cnf"),
+    [
+      "[ca]",
+      "default_ca = test_ca",
+      "[test_ca]",
+      `dir = ${dir}`,
+      "database = $dir/tenant-index.txt",
+      "new_certs_dir = $dir",
+      "certificate = $dir/ca.pem",
+      "private_key = $dir/ca.key",
+      "serial = $dir/tenant-serial",
+      "default_md = sha256",
+      "policy = policy_any",
+      "unique_subject = no",
+      "x509_extensions = ca_ext",
+      "[policy_any]",
+      "commonName = supplied",
+      "[ca_ext]",
+      "basicConstraints = critical, CA:TRUE",
+      "keyUsage = critical, keyCertSign, cRLSign",
+      "",
+    ].join("\n"),
+  )
+  openssl(
+    ["req", "-new", ...EC, "-keyout", "expired-ca.key", "-out", "expired-ca.csr", "-subj", "/CN=Expired CA"],
+    dir,
+  )
+  openssl(
+    [
+      "ca",
+      "-batch",
+      "-config",
+      "tenant-ca.cnf",
+      "-in",
+      "expired-ca.csr",
+      "-out",
+      "expired-ca.pem",
+      "-notext",
+      "-startdate",
+      "20200101000000Z",
+      "-enddate",
+      "20200201000000Z",
+    ],
+    dir,
+  )
+
+  return {
+    otherCa: files("other-ca"),
+    otherCaPem: () => readFileSync(path("other-ca.pem")),
+    otherCaDevice: issue("other-ca-device", `/CN=${names.device}`, { by: "other" }),
+    unregistered: issue("unregistered", `/CN=${names.unregistered}`),
+    expiredCa: files("expired-ca"),
+    issue,
+  }
+}

@@ -40,8 +40,10 @@ import {
   DEFAULT_GRACE_SECONDS,
   Rotate,
 } from "./Api.js"
+import * as Authorities from "./Authorities.js"
 import * as Body from "./Body.js"
 import * as Bulk from "./Bulk.js"
+import * as Claims from "./Claims.js"
 import * as Writes from "./Writes.js"
 
 /** The registry access the admin handlers share (one state kept for all of them). */
@@ -460,6 +462,10 @@ export const HttpDeviceClassesLive = HttpApiBuilder.group(Api, "deviceClasses", 
 )
 
 /** The admin groups' handlers, over the registry if the server has one (503 otherwise). */
-export const HttpAdminLive = Layer.mergeAll(HttpTenantsLive, HttpDeviceAdminLive, HttpDeviceClassesLive).pipe(
-  Layer.provide(Layer.effect(AdminRegistry, Writes.fromContext)),
-)
+export const HttpAdminLive = Layer.mergeAll(
+  HttpTenantsLive,
+  HttpDeviceAdminLive,
+  HttpDeviceClassesLive,
+  Authorities.layerFor(Api, AdminRegistry),
+  Claims.layerFor(Api, AdminRegistry),
+).pipe(Layer.provide(Layer.effect(AdminRegistry, Writes.fromContext)))
