@@ -83,6 +83,13 @@ if (cli.mode._tag === "Supervisor" && cluster.isPrimary) {
     ApplyCommand.run(cli.mode.file, cli.mode.dryRun).pipe(Effect.withConfigProvider(cli.provider)),
   )
   process.exit(code)
+} else if (cli.mode._tag === "Migrate") {
+  const { Effect } = await import("effect")
+  const MigrateCommand = await import("./storage/MigrateCommand.js")
+  const code = await Effect.runPromise(
+    MigrateCommand.run(cli.mode.dryRun).pipe(Effect.withConfigProvider(cli.provider)),
+  )
+  process.exit(code)
 } else if (cli.mode._tag === "CopyStore") {
   const { Effect } = await import("effect")
   const CopyStore = await import("./storage/CopyStore.js")

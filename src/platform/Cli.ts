@@ -13,6 +13,7 @@ export const usage = `usage: sluice [--role ROLES | --single-process] [--config 
               [--supervisor-port N]
        sluice --copy-store-to URL [--data-dir DIR]
        sluice apply FILE [--dry-run] [--data-dir DIR]
+       sluice migrate [--dry-run] [--data-dir DIR]
 
   (no --role)            run every role, each tier in its own child process under a supervisor
                          that restarts a child that dies and shuts down in order (the default)
@@ -34,6 +35,9 @@ export const usage = `usage: sluice [--role ROLES | --single-process] [--config 
                          (tenants, keys, device classes, devices; idempotent) and print what it
                          created, changed and removed; running processes pick it up within a
                          second. --dry-run: print it, write nothing
+  migrate                apply the store's pending schema migrations (chDB in the data directory, or
+                         SLUICE_CLICKHOUSE_URL) and print each, then exit; every start does the same.
+                         --dry-run: list them, change nothing. On chDB, run it with the platform stopped
   --version              print the version
   -h, --help             print this
 
@@ -47,6 +51,8 @@ export type Mode =
   | { readonly _tag: "Roles"; readonly roles: ReadonlyArray<Role> }
   /** `apply FILE`: apply a configuration file to the registry, then exit. */
   | { readonly _tag: "Apply"; readonly file: string; readonly dryRun: boolean }
+  /** `migrate`: apply (or list) the store's pending schema migrations, then exit. */
+  | { readonly _tag: "Migrate"; readonly dryRun: boolean }
   /** `--copy-store-to URL`: copy the embedded store into a ClickHouse server, then exit. */
   | { readonly _tag: "CopyStore"; readonly url: string }
 
@@ -92,18 +98,26 @@ export const parse = (argv: ReadonlyArray<string>): Cli => {
     strict: true,
     allowPositionals: true,
   })
-  if (positionals.length > 0 && (positionals[0] !== "apply" || positionals.length !== 2)) {
+  const command = positionals[0]
+  if (command !== undefined && command !== "apply" && command !== "migrate") {
     throw new TypeError(
-      positionals[0] === "apply"
-        ? "apply: expected exactly one FILE"
-        : `unexpected argument ${JSON.stringify(positionals[0])}; the only command is \`apply FILE\``,
+      `unexpected argument ${JSON.stringify(command)}; the commands are \`apply FILE\` and \`migrate\``,
     )
   }
-  if (positionals.length > 0 && (values.role !== undefined || values["single-process"] === true)) {
-    throw new TypeError("apply runs alone: it takes no --role")
+  if (command === "apply" && positionals.length !== 2) {
+    throw new TypeError("apply: expected exactly one FILE")
   }
-  if (values["dry-run"] === true && positionals.length === 0) {
-    throw new TypeError("--dry-run goes with apply FILE")
+  if (command === "migrate" && positionals.length !== 1) {
+    throw new TypeError("migrate: takes no argument")
+  }
+  if (command !== undefined && (values.role !== undefined || values["single-process"] === true)) {
+    throw new TypeError(`${command} runs alone: it takes no --role`)
+  }
+  if (command !== undefined && values["copy-store-to"] !== undefined) {
+    throw new TypeError(`${command} and --copy-store-to exclude each other`)
+  }
+  if (values["dry-run"] === true && command === undefined) {
+    throw new TypeError("--dry-run goes with apply FILE or migrate")
   }
   if (values.role !== undefined && values["single-process"] === true) {
     throw new TypeError("--role and --single-process exclude each other")
@@ -137,15 +151,17 @@ export const parse = (argv: ReadonlyArray<string>): Cli => {
     )
   }
   const mode: Mode =
-    positionals[0] === "apply"
+    command === "apply"
       ? { _tag: "Apply", file: positionals[1]!, dryRun: values["dry-run"] === true }
-      : values["copy-store-to"] !== undefined
-        ? { _tag: "CopyStore", url: values["copy-store-to"] }
-        : values.role !== undefined
-          ? { _tag: "Roles", roles: parseRoles(values.role) }
-          : values["single-process"] === true
-            ? { _tag: "Roles", roles: ROLES }
-            : { _tag: "Supervisor" }
+      : command === "migrate"
+        ? { _tag: "Migrate", dryRun: values["dry-run"] === true }
+        : values["copy-store-to"] !== undefined
+          ? { _tag: "CopyStore", url: values["copy-store-to"] }
+          : values.role !== undefined
+            ? { _tag: "Roles", roles: parseRoles(values.role) }
+            : values["single-process"] === true
+              ? { _tag: "Roles", roles: ROLES }
+              : { _tag: "Supervisor" }
   return {
     help: values.help === true,
     version: values.version === true,

@@ -54,11 +54,18 @@ export const run = <E>(main: Effect.Effect<never, E>, provider: ConfigProvider.C
     Effect.withConfigProvider(provider),
     // The user's to fix: say exactly what is wrong, no stack trace.
     Effect.catchIf(
-      (error): error is E & { readonly _tag: "ConfigFileError" | "RoleRefused"; readonly message: string } =>
+      (
+        error,
+      ): error is E & {
+        readonly _tag: "ConfigFileError" | "RoleRefused" | "MigrationFailed"
+        readonly message: string
+      } =>
         typeof error === "object" &&
         error !== null &&
         "_tag" in error &&
-        (error._tag === "ConfigFileError" || error._tag === "RoleRefused"),
+        (error._tag === "ConfigFileError" ||
+          error._tag === "RoleRefused" ||
+          error._tag === "MigrationFailed"),
       (error) =>
         Effect.sync(() => {
           console.error(`sluice: refusing to start\n${error.message}`)

@@ -1,5 +1,6 @@
 /**
- * The ClickHouse tables behind the TelemetryStore, and how rows cross into and out of them.
+ * The ClickHouse tables behind the TelemetryStore, and how rows cross into and out of them. The
+ * tables themselves are created and changed by the ordered migrations in `Migrations.ts`.
  *
  * Partitioning: `PARTITION BY tenant_id`, not `(tenant_id, toYYYYMM(ts))`. Every insert splits
  * its block into one part per partition it touches; a batch from a shard carries many tenants and
@@ -15,59 +16,16 @@ import { Schema } from "effect"
 import type { DeadLetter, FieldValue, TelemetryRow } from "./TelemetryStore.js"
 
 /**
- * Recent inserted blocks whose tokens ClickHouse remembers to drop a redelivery. A block is one
- * part, i.e. one tenant of one insert, so this covers the last 10,000 (tenant, batch) pairs. A
- * redelivery older than that lands twice on disk, and the FINAL in every read still counts it once.
+ * The statements of the settings that follow configuration, re-applied on every start after the
+ * migrations (`Migrations.ts`, which create the tables), so a changed `fsync` takes effect on
+ * existing tables. Each is idempotent.
  */
-const dedupWindow = 10_000
-
-/**
- * The statements that bring the database to the store's schema, in order; each is idempotent.
- * Settings are re-applied on every start, so a changed `fsync` takes effect on existing tables.
- */
-export const ddl = (database: string, fsync: boolean): ReadonlyArray<string> => [
-  `CREATE DATABASE IF NOT EXISTS ${database}`,
-  // The sort key is the row's identity: a redelivered row has the same tenant, device, device
-  // time and msgId, so ReplacingMergeTree (and FINAL at read time) keeps one.
-  `CREATE TABLE IF NOT EXISTS ${database}.telemetry (
-    tenant_id LowCardinality(String),
-    device_id String,
-    device_class LowCardinality(String),
-    msg_id String,
-    ts DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
-    received_at DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
-    num Map(LowCardinality(String), Float64),
-    str Map(LowCardinality(String), String),
-    bool_fields Array(LowCardinality(String)),
-    class_version UInt32 DEFAULT 0
-  )
-  ENGINE = ReplacingMergeTree
-  PARTITION BY tenant_id
-  ORDER BY (tenant_id, device_id, ts, msg_id)
-  SETTINGS non_replicated_deduplication_window = ${dedupWindow}`,
-  // Tables created before class versions were recorded get the column (0: not recorded).
-  `ALTER TABLE ${database}.telemetry ADD COLUMN IF NOT EXISTS class_version UInt32 DEFAULT 0`,
-  // One stream record gives at most one dead letter, so its stream position is its identity.
-  // received_at leads the key because the only read is "a tenant's newest".
-  `CREATE TABLE IF NOT EXISTS ${database}.dead_letters (
-    tenant_id LowCardinality(String),
-    device_id String,
-    received_at DateTime64(3, 'UTC'),
-    shard_id LowCardinality(String),
-    sequence_number String,
-    reason String,
-    raw String CODEC(ZSTD(3))
-  )
-  ENGINE = ReplacingMergeTree
-  PARTITION BY tenant_id
-  ORDER BY (tenant_id, received_at, shard_id, sequence_number)
-  SETTINGS non_replicated_deduplication_window = ${dedupWindow}`,
-  ...["telemetry", "dead_letters"].map(
+export const settings = (database: string, fsync: boolean): ReadonlyArray<string> =>
+  ["telemetry", "dead_letters"].map(
     (table) =>
       `ALTER TABLE ${database}.${table} MODIFY SETTING ` +
       `fsync_after_insert = ${Number(fsync)}, fsync_part_directory = ${Number(fsync)}`,
-  ),
-]
+  )
 
 export const telemetryColumns = [
   "tenant_id",

@@ -30,7 +30,6 @@ import { type ClickHouseClient, createClient } from "@clickhouse/client"
 import { createChdbConnection } from "chdb/connection"
 import { Effect, Layer, Option, Redacted, Schema } from "effect"
 import {
-  ddl,
   deadLetterColumns,
   decodeRow,
   encodeDeadLetter,
@@ -39,10 +38,12 @@ import {
   StoredActivity,
   StoredDeadLetters,
   StoredRows,
+  settings,
   storedRowSelect,
   telemetryColumns,
 } from "./ClickHouseTables.js"
 import * as HistoryCursor from "./HistoryCursor.js"
+import * as Migrations from "./Migrations.js"
 import * as StorageConfig from "./StorageConfig.js"
 import {
   type AggregateFn,
@@ -111,7 +112,10 @@ export const openClient = (target: StorageConfig.ClickHouseTarget): ClickHouseCl
   })
 }
 
-/** Opens the store and creates its database and tables if missing; the scope closes the client. */
+/**
+ * Opens the store: applies the schema migrations it is missing (creating the database and tables
+ * on a new installation) and the configured settings; the scope closes the client.
+ */
 export const make = (config: StorageConfig.ClickHouseConfig) =>
   Effect.gen(function* () {
     const db = config.database
@@ -125,10 +129,12 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
           Effect.catchAll((e) => Effect.logWarning("closing the ClickHouse client failed", e)),
         ),
     )
-    for (const statement of ddl(db, config.fsync)) {
+    // The schema: the missing migrations, in order; a failing one stops the start (MigrationFailed).
+    yield* Migrations.migrate(client, db)
+    for (const statement of settings(db, config.fsync)) {
       yield* Effect.tryPromise({
         try: (signal) => client.command({ query: statement, abort_signal: signal }),
-        catch: unavailable("migrate"),
+        catch: unavailable("configure"),
       })
     }
 

@@ -34,6 +34,19 @@ describe("sluice flags", () => {
     )
   })
 
+  it("parses migrate [--dry-run] as a command that runs alone", () => {
+    expect(Cli.parse(["migrate"]).mode).toEqual({ _tag: "Migrate", dryRun: false })
+    expect(Cli.parse(["migrate", "--dry-run", "--data-dir", "/tmp/x"]).mode).toEqual({
+      _tag: "Migrate",
+      dryRun: true,
+    })
+    expect(() => Cli.parse(["migrate", "now"])).toThrow(/migrate: takes no argument/)
+    expect(() => Cli.parse(["migrate", "--role", "processor"])).toThrow(/migrate runs alone/)
+    expect(() => Cli.parse(["migrate", "--copy-store-to", "http://ch:8123"])).toThrow(/exclude each other/)
+    expect(() => Cli.parse(["--dry-run"])).toThrow(/--dry-run goes with apply FILE or migrate/)
+    expect(() => Cli.parse(["upgrade"])).toThrow(/the commands are `apply FILE` and `migrate`/)
+  })
+
   it.effect("maps flags onto the tiers' Config keys", () =>
     Effect.gen(function* () {
       const cli = Cli.parse([

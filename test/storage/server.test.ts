@@ -47,6 +47,7 @@ describe("ClickHouseTelemetryStore on a server target: chDB behind ClickHouse's 
       Effect.gen(function* () {
         expect(yield* raw(`SHOW TABLES FROM ${database}`)).toEqual([
           { name: "dead_letters" },
+          { name: "schema_migrations" },
           { name: "telemetry" },
         ])
         const values = everyValueType

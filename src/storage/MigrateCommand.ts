@@ -1,0 +1,58 @@
+/**
+ * `sluice migrate [--dry-run]`: applies the store's pending schema migrations (`Migrations.ts`) to
+ * the configured store — chDB in `$SLUICE_DATA_DIR/chdb`, or the server at SLUICE_CLICKHOUSE_URL
+ * (_USER, _PASSWORD, _DATABASE) — and prints each; `--dry-run` lists them and changes nothing.
+ * Every start migrates too; this runs the upgrade on its own, e.g. before rolling out processors.
+ * On chDB run it with the platform stopped: the data directory is one process's.
+ */
+import { Effect } from "effect"
+import { openClient } from "./ClickHouseTelemetryStore.js"
+import * as Migrations from "./Migrations.js"
+import * as StorageConfig from "./StorageConfig.js"
+import { StorageUnavailable } from "./TelemetryStore.js"
+
+/** Migrates (or, with `dryRun`, lists); prints what it did; the process's exit code. */
+export const run = (dryRun: boolean): Effect.Effect<number> =>
+  Effect.gen(function* () {
+    const config = yield* StorageConfig.clickhouse
+    const where =
+      config.target._tag === "Embedded"
+        ? `chDB in ${config.target.path}`
+        : `${config.target.url}, database ${config.database}`
+    const client = yield* Effect.acquireRelease(
+      Effect.try({
+        try: () => openClient(config.target),
+        catch: (cause) => new StorageUnavailable({ operation: "open", reason: String(cause) }),
+      }),
+      (client) => Effect.promise(() => client.close()),
+    )
+    const { from, pending } = yield* Migrations.migrate(client, config.database, { dryRun })
+    const newest = Migrations.migrations.at(-1)?.id ?? 0
+    if (pending.length === 0) {
+      console.log(`schema of ${where} is current (migration ${from})`)
+      return 0
+    }
+    for (const m of pending) {
+      console.log(`${dryRun ? "pending" : "applied"} migration ${m.id}: ${m.name}`)
+    }
+    console.log(
+      dryRun
+        ? `${where} is at migration ${from}; \`sluice migrate\` (or any start) brings it to ${newest}`
+        : `${where} migrated from ${from} to ${newest}`,
+    )
+    return 0
+  }).pipe(
+    Effect.scoped,
+    Effect.catchAll((error) =>
+      Effect.sync(() => {
+        console.error(`sluice migrate: ${error.message}`)
+        return 1
+      }),
+    ),
+    Effect.catchAllDefect((defect) =>
+      Effect.sync(() => {
+        console.error(`sluice migrate: ${String(defect)}`)
+        return 1
+      }),
+    ),
+  )

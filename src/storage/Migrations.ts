@@ -1,0 +1,223 @@
+/**
+ * The store's schema as an ordered, recorded list of migrations. At every start (`make`) and by
+ * `sluice migrate`, the ids recorded in `<db>.schema_migrations` are read and the missing
+ * migrations applied in id order, each statement in turn and then the migration's record, so an
+ * existing data directory or server upgrades in place. A migration is history: once shipped it is
+ * never edited; a schema change is a new migration at the end of the list.
+ *
+ * Rules for every migration:
+ * - ClickHouse DDL is not transactional: a migration stopped half way (a failed statement, a
+ *   killed process) leaves the statements before it applied and no record. The next start runs
+ *   the whole migration again, so EVERY statement must be idempotent — `IF NOT EXISTS` /
+ *   `IF EXISTS` on every CREATE, DROP, ADD/DROP COLUMN, ADD/DROP INDEX… — and re-running the
+ *   applied ones changes nothing. A statement that cannot be written so does not belong here.
+ * - Concurrent starts (the supervisor's processor and a serving process, several processors on
+ *   one server) may migrate at the same time. Both run the same idempotent statements and both
+ *   write the record: `schema_migrations` may then hold an id twice, which is harmless, because
+ *   it is only ever read as a set (`SELECT DISTINCT id`).
+ * - Settings that follow configuration (fsync) are not migrations: they are re-applied on every
+ *   start (`ClickHouseTables.settings`), so a changed setting reaches existing tables.
+ * - A database recording an id this code does not know was migrated by a newer Sluice: the start
+ *   is refused rather than run on a schema this code does not understand.
+ *
+ * Migration 1 is the schema as it was before the list existed, minus `class_version`, with
+ * `IF NOT EXISTS` everywhere: an installation that predates `schema_migrations` has all of it,
+ * so it records 1 without changing anything, then gets 2 (`ADD COLUMN IF NOT EXISTS`).
+ */
+import type { ClickHouseClient } from "@clickhouse/client"
+import { Effect, Schema } from "effect"
+import { StorageUnavailable } from "./TelemetryStore.js"
+
+export interface Migration {
+  /** Position in the list: 1, 2, 3…, never reused. */
+  readonly id: number
+  /** What it does, for the log and the record. */
+  readonly name: string
+  /** The statements, given the database name; each idempotent (see the header). */
+  readonly statements: (database: string) => ReadonlyArray<string>
+}
+
+/**
+ * Recent inserted blocks whose tokens ClickHouse remembers to drop a redelivery. A block is one
+ * part, i.e. one tenant of one insert, so this covers the last 10,000 (tenant, batch) pairs. A
+ * redelivery older than that lands twice on disk, and the FINAL in every read still counts it once.
+ * Changing it is a migration (`MODIFY SETTING`), not an edit of migration 1.
+ */
+const dedupWindow = 10_000
+
+/** Every migration, in order. Append only. */
+export const migrations: ReadonlyArray<Migration> = [
+  {
+    id: 1,
+    name: "create telemetry and dead_letters",
+    statements: (db) => [
+      `CREATE DATABASE IF NOT EXISTS ${db}`,
+      // The sort key is the row's identity: a redelivered row has the same tenant, device, device
+      // time and msgId, so ReplacingMergeTree (and FINAL at read time) keeps one. Partitioning:
+      // see ClickHouseTables.
+      `CREATE TABLE IF NOT EXISTS ${db}.telemetry (
+        tenant_id LowCardinality(String),
+        device_id String,
+        device_class LowCardinality(String),
+        msg_id String,
+        ts DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+        received_at DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+        num Map(LowCardinality(String), Float64),
+        str Map(LowCardinality(String), String),
+        bool_fields Array(LowCardinality(String))
+      )
+      ENGINE = ReplacingMergeTree
+      PARTITION BY tenant_id
+      ORDER BY (tenant_id, device_id, ts, msg_id)
+      SETTINGS non_replicated_deduplication_window = ${dedupWindow}`,
+      // One stream record gives at most one dead letter, so its stream position is its identity.
+      // received_at leads the key because the only read is "a tenant's newest".
+      `CREATE TABLE IF NOT EXISTS ${db}.dead_letters (
+        tenant_id LowCardinality(String),
+        device_id String,
+        received_at DateTime64(3, 'UTC'),
+        shard_id LowCardinality(String),
+        sequence_number String,
+        reason String,
+        raw String CODEC(ZSTD(3))
+      )
+      ENGINE = ReplacingMergeTree
+      PARTITION BY tenant_id
+      ORDER BY (tenant_id, received_at, shard_id, sequence_number)
+      SETTINGS non_replicated_deduplication_window = ${dedupWindow}`,
+    ],
+  },
+  {
+    id: 2,
+    name: "telemetry.class_version",
+    // Rows stored before class versions were recorded read 0: not recorded.
+    statements: (db) => [
+      `ALTER TABLE ${db}.telemetry ADD COLUMN IF NOT EXISTS class_version UInt32 DEFAULT 0`,
+    ],
+  },
+]
+
+/** A migration could not be applied, or the database is newer than this code: do not start. */
+export class MigrationFailed extends Schema.TaggedError<MigrationFailed>()("MigrationFailed", {
+  /** The migration that failed (absent when the database is newer than this code). */
+  migration: Schema.optional(Schema.Struct({ id: Schema.Number, name: Schema.String })),
+  /** The statement that failed. */
+  statement: Schema.optional(Schema.String),
+  reason: Schema.String,
+}) {
+  override get message() {
+    return this.migration === undefined
+      ? this.reason
+      : `schema migration ${this.migration.id} (${this.migration.name}) failed, nothing recorded for it; ` +
+          `fix the cause and start again (its statements are safe to re-run)\n` +
+          `statement: ${this.statement ?? "(none)"}\nserver: ${this.reason}`
+  }
+}
+
+export interface MigrateOptions {
+  /** List the pending migrations; create and change nothing. */
+  readonly dryRun?: boolean
+  /** Tests only: another list than `migrations`. */
+  readonly migrations?: ReadonlyArray<Migration>
+}
+
+export interface MigrateResult {
+  /** The highest migration id recorded before this run (0: none). */
+  readonly from: number
+  /** The migrations applied by this run, in order (with `dryRun`: the ones it would apply). */
+  readonly pending: ReadonlyArray<Migration>
+}
+
+const messageOf = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause)).slice(0, 2000)
+
+const unavailable = (cause: unknown) =>
+  new StorageUnavailable({ operation: "migrate", reason: messageOf(cause) })
+
+/**
+ * Brings `database` to the newest migration of the list: creates `schema_migrations` if missing,
+ * refuses a database newer than the list, applies the missing migrations in order. Reaching the
+ * server fails with StorageUnavailable("migrate"); a failing migration with MigrationFailed.
+ */
+export const migrate = (client: ClickHouseClient, database: string, options: MigrateOptions = {}) =>
+  Effect.gen(function* () {
+    const list = [...(options.migrations ?? migrations)].sort((a, b) => a.id - b.id)
+    const table = `${database}.schema_migrations`
+    const run = (query: string, params?: Record<string, unknown>) =>
+      Effect.tryPromise({
+        try: (signal) =>
+          client.command({
+            query,
+            abort_signal: signal,
+            ...(params === undefined ? {} : { query_params: params }),
+          }),
+        catch: (cause) => cause,
+      })
+    const rows = <A>(query: string, params: Record<string, unknown>) =>
+      Effect.tryPromise({
+        try: async (signal) => {
+          const result = await client.query({
+            query,
+            query_params: params,
+            format: "JSONEachRow",
+            abort_signal: signal,
+          })
+          return result.json<A>()
+        },
+        catch: unavailable,
+      })
+
+    let exists = true
+    if (options.dryRun === true) {
+      const found = yield* rows<{ n: number | string }>(
+        "SELECT count() AS n FROM system.tables WHERE database = {db:String} AND name = 'schema_migrations'",
+        { db: database },
+      )
+      exists = Number(found[0]?.n ?? 0) > 0
+    } else {
+      yield* Effect.mapError(run(`CREATE DATABASE IF NOT EXISTS ${database}`), unavailable)
+      yield* Effect.mapError(
+        run(
+          `CREATE TABLE IF NOT EXISTS ${table} (id UInt32, name String, applied_at DateTime64(3, 'UTC'))
+           ENGINE = MergeTree ORDER BY id`,
+        ),
+        unavailable,
+      )
+    }
+    // A set: concurrent starts may each have recorded the same migration (see the header).
+    const applied = exists
+      ? (yield* rows<{ id: number | string }>(`SELECT DISTINCT id FROM ${table} ORDER BY id`, {})).map((r) =>
+          Number(r.id),
+        )
+      : []
+    const known = new Set(list.map((m) => m.id))
+    const newest = list.at(-1)?.id ?? 0
+    const unknown = applied.filter((id) => !known.has(id))
+    if (unknown.length > 0) {
+      return yield* new MigrationFailed({
+        reason:
+          `the database ${database} is at schema ${Math.max(...unknown)}, newer than this Sluice ` +
+          `(${newest}): upgrade Sluice`,
+      })
+    }
+    const done = new Set(applied)
+    const pending = list.filter((m) => !done.has(m.id))
+    const result: MigrateResult = { from: applied.length === 0 ? 0 : Math.max(...applied), pending }
+    if (options.dryRun === true) return result
+    for (const migration of pending) {
+      const failed = (statement: string) => (cause: unknown) =>
+        new MigrationFailed({
+          migration: { id: migration.id, name: migration.name },
+          statement,
+          reason: messageOf(cause),
+        })
+      for (const statement of migration.statements(database)) {
+        yield* Effect.mapError(run(statement), failed(statement))
+      }
+      const record = `INSERT INTO ${table} (id, name, applied_at) SELECT {id:UInt32}, {name:String}, now64(3)`
+      yield* Effect.mapError(run(record, { id: migration.id, name: migration.name }), failed(record))
+      yield* Effect.logInfo(`schema migration ${migration.id} applied: ${migration.name}`).pipe(
+        Effect.annotateLogs({ database }),
+      )
+    }
+    return result
+  })
