@@ -21,7 +21,9 @@ import type { DeadLetter, FieldValue, TelemetryRow } from "./TelemetryStore.js"
  * existing tables. Each is idempotent.
  */
 export const settings = (database: string, fsync: boolean): ReadonlyArray<string> =>
-  ["telemetry", "dead_letters"].map(
+  // device_latest too: its parts are written by the same insert (the view), and an acknowledged
+  // reading must not be lost from `latest` and `activity` while it survives in `telemetry`.
+  ["telemetry", "dead_letters", "device_latest"].map(
     (table) =>
       `ALTER TABLE ${database}.${table} MODIFY SETTING ` +
       `fsync_after_insert = ${Number(fsync)}, fsync_part_directory = ${Number(fsync)}`,

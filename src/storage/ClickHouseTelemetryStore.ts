@@ -306,16 +306,25 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
       }))
     })
 
+    // `latest` and `activity` read `device_latest` (migration 3): per device, argMax states of the
+    // reading by (ts, msg_id) and max states of received_at, kept by a materialized view as rows
+    // are stored, so their cost does not grow with history. Duplicates cannot change a max, so
+    // neither needs FINAL. GROUP BY merges the states of a device not yet merged on disk.
     const latest = Effect.fn("TelemetryStore.latest")(function* (tenantId: string, deviceId: string) {
       yield* Effect.annotateCurrentSpan({ tenant: tenantId, device: deviceId })
       const rows = yield* select(
         "latest",
         StoredRows,
-        `SELECT ${storedRowSelect} FROM ${db}.telemetry FINAL
-         WHERE tenant_id = {tenant:String} AND device_id = {device:String}
-         ORDER BY ts DESC, msg_id DESC
-         LIMIT 1
-         ${finalSettings}`,
+        `SELECT r.msg_id AS msg_id, r.device_class AS device_class,
+                toUnixTimestamp64Milli(r.ts) AS ts_ms, toUnixTimestamp64Milli(r.received_at) AS received_ms,
+                r.num AS num, r.str AS str, r.bool_fields AS bool_fields, r.class_version AS class_version
+         FROM (
+           SELECT argMaxMerge(latest) AS r
+           FROM ${db}.device_latest
+           WHERE tenant_id = {tenant:String} AND device_id = {device:String}
+           GROUP BY device_id
+         )
+         SETTINGS output_format_json_quote_denormals = 1`,
         { tenant: tenantId, device: deviceId },
       )
       return Option.map(Option.fromNullable(rows[0]), (row) => decodeRow(tenantId, deviceId, row))
@@ -323,12 +332,11 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
 
     const activity = Effect.fn("TelemetryStore.activity")(function* (tenantId: string) {
       yield* Effect.annotateCurrentSpan({ tenant: tenantId })
-      // No FINAL: a duplicate cannot change a max.
       const rows = yield* select(
         "activity",
         StoredActivity,
-        `SELECT device_id, toUnixTimestamp64Milli(max(received_at)) AS last_seen
-         FROM ${db}.telemetry
+        `SELECT device_id, toUnixTimestamp64Milli(maxMerge(last_seen)) AS last_seen
+         FROM ${db}.device_latest
          WHERE tenant_id = {tenant:String}
          GROUP BY device_id
          ORDER BY device_id`,

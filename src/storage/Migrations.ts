@@ -45,6 +45,22 @@ export interface Migration {
  */
 const dedupWindow = 10_000
 
+/** Migration 3: a reading as `device_latest` keeps it (LowCardinality dropped, names kept). */
+const latestTuple =
+  "Tuple(msg_id String, device_class String, ts DateTime64(3, 'UTC'), received_at DateTime64(3, 'UTC'), " +
+  "num Map(String, Float64), str Map(String, String), bool_fields Array(String), class_version UInt32)"
+
+/** Migration 3: the states of `device_latest` from `telemetry` rows (the view's and the backfill's). */
+const latestStates = (db: string) =>
+  `SELECT tenant_id, device_id,
+     argMaxState(
+       CAST(tuple(msg_id, device_class, ts, received_at, num, str, bool_fields, class_version) AS ${latestTuple}),
+       tuple(ts, msg_id)
+     ) AS latest,
+     maxState(received_at) AS last_seen
+   FROM ${db}.telemetry
+   GROUP BY tenant_id, device_id`
+
 /** Every migration, in order. Append only. */
 export const migrations: ReadonlyArray<Migration> = [
   {
@@ -93,6 +109,43 @@ export const migrations: ReadonlyArray<Migration> = [
     // Rows stored before class versions were recorded read 0: not recorded.
     statements: (db) => [
       `ALTER TABLE ${db}.telemetry ADD COLUMN IF NOT EXISTS class_version UInt32 DEFAULT 0`,
+    ],
+  },
+  {
+    id: 3,
+    name: "device_latest: latest reading and last seen per device",
+    // Per (tenant, device) the newest reading by device time — argMax over (ts, msg_id), the order
+    // `latest` always used, so ties on ts fall to the greatest msg_id — and the newest arrival.
+    // Rows are aggregate states, merged in the background and by `argMaxMerge`/`maxMerge` at read
+    // time, so `latest` and `activity` read one or a few rows per device, not the history.
+    //
+    // Duplicates are harmless: argMax and max give the same answer however many times a row is
+    // counted. So whether a redelivered insert (same dedup token) reaches the view or not, a
+    // replay that slipped past the token, the backfill run twice (a migration stopped after it and
+    // re-run), or the backfill overlapping the view (rows inserted between the two statements),
+    // none changes an answer: they only add states that merge to what is already there. Two rows
+    // with the same identity (tenant, device, ts, msg_id) are the same reading.
+    //
+    // The value is cast to an explicit tuple type so the state type does not depend on how a
+    // server version types `tuple()` of LowCardinality columns. A column added to `telemetry`
+    // later reaches `latest` only by a migration that replaces the view and this column's type.
+    statements: (db) => [
+      `CREATE TABLE IF NOT EXISTS ${db}.device_latest (
+        tenant_id LowCardinality(String),
+        device_id String,
+        latest AggregateFunction(argMax, ${latestTuple}, Tuple(DateTime64(3, 'UTC'), String)),
+        last_seen AggregateFunction(max, DateTime64(3, 'UTC'))
+      )
+      ENGINE = AggregatingMergeTree
+      PARTITION BY tenant_id
+      ORDER BY (tenant_id, device_id)`,
+      // Created before the backfill, so a row inserted meanwhile is in one or both. The one gap: an
+      // insert already running (by another process) when the view appears and committed after the
+      // backfill read `telemetry` reaches neither: that device lags until it sends a newer reading.
+      `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.device_latest_mv TO ${db}.device_latest AS
+       ${latestStates(db)}`,
+      // The rows stored before the view existed. No FINAL: a duplicate changes no answer (above).
+      `INSERT INTO ${db}.device_latest (tenant_id, device_id, latest, last_seen) ${latestStates(db)}`,
     ],
   },
 ]

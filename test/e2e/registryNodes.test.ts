@@ -5,16 +5,19 @@
  * alone. A device created through node A's admin API publishes through node B's ingress within
  * 5 s; disabled through A, it is refused by B within 5 s.
  */
-import { existsSync, mkdtempSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { DynamoDBClient, ScanCommand } from "@aws-sdk/client-dynamodb"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { parse } from "yaml"
 import { type ClickHouseHttpPeer, startClickHouseHttpPeer } from "../support/clickhouseHttpPeer.js"
 import { type DynamoEmulator, startDynalite } from "../support/emulators.js"
 import { DEMO_KEY, freePort } from "./platform.js"
 import { type RoleProcess, ready, startRole, stop } from "./roleProcess.js"
 
+const root = fileURLToPath(new URL("../..", import.meta.url))
 const TABLE = "sluice-registry-nodes"
 const CREDENTIALS = { accessKeyId: "AKIAEMULATOR00000000", secretAccessKey: "emulator-secret" }
 
@@ -31,7 +34,14 @@ const outputs = () => roles.map((r) => `--- ${r.name}\n${r.output()}`).join("\n"
 
 beforeAll(async () => {
   ;[dynalite, peer] = await Promise.all([startDynalite(), startClickHouseHttpPeer()])
+  // The demo configuration without its 20,000-device fleet: every node applies the file at start,
+  // and three nodes writing 20,000 rows each to an emulator on a loaded 2-core machine take longer
+  // than the test needs to.
+  const demo = parse(readFileSync(join(root, "config/demo.yaml"), "utf8")) as Record<string, unknown>
+  const config = join(nodeA, "platform.json")
+  writeFileSync(config, JSON.stringify({ ...demo, fleets: [] }))
   const shared = {
+    SLUICE_CONFIG_FILE: config,
     SLUICE_REGISTRY_TABLE: TABLE,
     SLUICE_REGISTRY_ENDPOINT: dynalite.endpoint,
     SLUICE_REGISTRY_POLL_MS: "200",

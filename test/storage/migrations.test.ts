@@ -119,6 +119,7 @@ const upgradesAnOldInstallation = (config: ClickHouseConfig) =>
     expect(yield* recorded(client, db)).toEqual([
       [1, byId(1).name],
       [2, byId(2).name],
+      [3, byId(3).name],
     ])
 
     // Started again: nothing pending, nothing recorded twice, everything still there.
@@ -126,7 +127,7 @@ const upgradesAnOldInstallation = (config: ClickHouseConfig) =>
       const store = yield* TelemetryStore
       expect(yield* historyOf(store)).toEqual([rows[0], rows[1], versioned])
     }).pipe(Effect.provide(ClickHouseTelemetryStore.layerWith(config)))
-    expect(yield* recorded(client, db)).toHaveLength(2)
+    expect(yield* recorded(client, db)).toHaveLength(3)
   })
 
 describe("schema migrations on chDB", () => {
@@ -153,7 +154,7 @@ describe("schema migrations on chDB", () => {
         yield* store.insert([row], "r")
         expect(yield* historyOf(store)).toEqual([row])
       }).pipe(Effect.provide(ClickHouseTelemetryStore.layerWith(config)))
-      expect((yield* recorded(client, config.database)).map(([id]) => id)).toEqual([1, 2])
+      expect((yield* recorded(client, config.database)).map(([id]) => id)).toEqual([1, 2, 3])
     }),
   )
 
@@ -169,7 +170,7 @@ describe("schema migrations on chDB", () => {
       const result = yield* Effect.either(Effect.scoped(ClickHouseTelemetryStore.make(config)))
       expect(Either.isLeft(result) && result.left).toMatchObject({ _tag: "MigrationFailed" })
       expect(Either.isLeft(result) && result.left.message).toBe(
-        "the database from_the_future is at schema 999, newer than this Sluice (2): upgrade Sluice",
+        "the database from_the_future is at schema 999, newer than this Sluice (3): upgrade Sluice",
       )
     }),
   )
@@ -180,7 +181,7 @@ describe("schema migrations on chDB", () => {
       const db = config.database
       const client = yield* clientOf(config)
       const broken: Migrations.Migration = {
-        id: 3,
+        id: 4,
         name: "broken on purpose",
         statements: (d) => [
           `ALTER TABLE ${d}.telemetry ADD COLUMN IF NOT EXISTS extra UInt8 DEFAULT 0`,
@@ -193,20 +194,20 @@ describe("schema migrations on chDB", () => {
       const error = Either.isLeft(result) ? result.left : undefined
       expect(error).toMatchObject({
         _tag: "MigrationFailed",
-        migration: { id: 3, name: "broken on purpose" },
+        migration: { id: 4, name: "broken on purpose" },
         statement: `ALTER TABLE ${db}.no_such_table ADD COLUMN IF NOT EXISTS x UInt8`,
       })
-      expect(error?.message).toContain("schema migration 3 (broken on purpose) failed")
+      expect(error?.message).toContain("schema migration 4 (broken on purpose) failed")
       expect(error?.message).toContain(`statement: ALTER TABLE ${db}.no_such_table`)
       // The server's own words: "Could not find table: no_such_table" (chDB 3.4).
       expect(error?.message).toMatch(/\nserver: .*no_such_table/)
-      expect((yield* recorded(client, db)).map(([id]) => id)).toEqual([1, 2])
+      expect((yield* recorded(client, db)).map(([id]) => id)).toEqual([1, 2, 3])
 
       // Fixed, it runs again from its first statement, which is idempotent, and is recorded.
       const fixed: Migrations.Migration = { ...broken, statements: (d) => broken.statements(d).slice(0, 1) }
       const again = yield* Migrations.migrate(client, db, { migrations: [...Migrations.migrations, fixed] })
-      expect(again.pending.map((m) => m.id)).toEqual([3])
-      expect((yield* recorded(client, db)).map(([id]) => id)).toEqual([1, 2, 3])
+      expect(again.pending.map((m) => m.id)).toEqual([4])
+      expect((yield* recorded(client, db)).map(([id]) => id)).toEqual([1, 2, 3, 4])
     }),
   )
 
@@ -216,11 +217,11 @@ describe("schema migrations on chDB", () => {
       const client = yield* clientOf(config)
       const planned = yield* Migrations.migrate(client, config.database, { dryRun: true })
       expect(planned).toMatchObject({ from: 0 })
-      expect(planned.pending.map((m) => m.id)).toEqual([1, 2])
+      expect(planned.pending.map((m) => m.id)).toEqual([1, 2, 3])
       expect(yield* select(client, "SELECT name FROM system.databases WHERE name = 'dry_run'")).toEqual([])
       yield* Migrations.migrate(client, config.database)
       const after = yield* Migrations.migrate(client, config.database, { dryRun: true })
-      expect(after).toEqual({ from: 2, pending: [] })
+      expect(after).toEqual({ from: 3, pending: [] })
     }),
   )
 
@@ -233,9 +234,9 @@ describe("schema migrations on chDB", () => {
         { concurrency: "unbounded" },
       )
       const ids = (yield* recorded(client, config.database)).map(([id]) => id)
-      expect([...new Set(ids)]).toEqual([1, 2])
+      expect([...new Set(ids)]).toEqual([1, 2, 3])
       expect(yield* Migrations.migrate(client, config.database, { dryRun: true })).toEqual({
-        from: 2,
+        from: 3,
         pending: [],
       })
     }),

@@ -47,6 +47,8 @@ describe("ClickHouseTelemetryStore on a server target: chDB behind ClickHouse's 
       Effect.gen(function* () {
         expect(yield* raw(`SHOW TABLES FROM ${database}`)).toEqual([
           { name: "dead_letters" },
+          { name: "device_latest" },
+          { name: "device_latest_mv" },
           { name: "schema_migrations" },
           { name: "telemetry" },
         ])
