@@ -178,17 +178,36 @@ describe("limits across ingress workers", () => {
     })
     const clients: Array<mqtt.MqttClient> = []
     try {
-      const attempts = await Promise.allSettled(
-        Array.from({ length: 12 }, (_, i) =>
-          mqtt.connectAsync(platform.mqttUrl, {
+      // Settled on CONNACK, an error, or the socket closing: mqtt.js's connectAsync never settles
+      // when a listener at its limit closes the socket before the CONNECT is answered.
+      const attempt = (i: number) =>
+        new Promise<mqtt.MqttClient>((resolve, reject) => {
+          const client = mqtt.connect(platform.mqttUrl, {
             username: "thermo-1",
             password: "thermo-1-secret",
             clientId: `limit-${i}`,
             reconnectPeriod: 0,
             connectTimeout: 5_000,
-          }),
-        ),
-      )
+          })
+          let settled = false
+          const fail = (reason: string) => {
+            if (settled) return
+            settled = true
+            clearTimeout(timer)
+            client.end(true)
+            reject(new Error(reason))
+          }
+          const timer = setTimeout(() => fail("no CONNACK in 10 s"), 10_000)
+          client.once("connect", () => {
+            if (settled) return
+            settled = true
+            clearTimeout(timer)
+            resolve(client)
+          })
+          client.once("error", (e) => fail(e.message))
+          client.once("close", () => fail("closed before CONNACK"))
+        })
+      const attempts = await Promise.allSettled(Array.from({ length: 12 }, (_, i) => attempt(i)))
       for (const a of attempts) if (a.status === "fulfilled") clients.push(a.value)
       // Two workers with 2 each: never more than 4 together (fewer if the kernel sends a worker more than its share).
       expect(clients.length).toBeGreaterThanOrEqual(1)
