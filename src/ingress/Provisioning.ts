@@ -66,7 +66,7 @@ import {
   type RegTenant,
 } from "../tenancy/Registry.js"
 import { Draft } from "../tenancy/RegistryState.js"
-import { hashSecret, newSecret } from "../tenancy/Secrets.js"
+import { hashSecret, newSecret, publicId } from "../tenancy/Secrets.js"
 import { PayloadTooLarge } from "./IngestApi.js"
 
 /** The largest provisioning body: `{"device_id": "…"}` of a 100-character id is far below. */
@@ -304,11 +304,6 @@ const catchUp = (held: Held, changes: Changes) => {
   held.revision = changes.revision
 }
 
-const HASH_PREFIX = "sha256:"
-
-/** A claim's public id: the first 12 hex digits of its token's hash (as the admin API names it). */
-export const claimId = (hash: string) => hash.slice(HASH_PREFIX.length, HASH_PREFIX.length + 12)
-
 /** The bearer token of an `Authorization` header, or "". */
 const bearerOf = (authorization: string | undefined) =>
   authorization !== undefined && /^bearer /i.test(authorization) ? authorization.slice(7).trim() : ""
@@ -474,7 +469,7 @@ const registerWith = (registry: RegistryApi) => {
           message: "the bearer token is not a provisioning claim token",
           reason: "unknown",
         })
-      const id = claimId(hash)
+      const id = publicId(hash)
       if (claim.revoked)
         return yield* new ClaimUnauthorized({
           message: `provisioning claim ${id} was revoked`,
@@ -626,7 +621,7 @@ export const layerWith = <ApiId extends string>(
           : Effect.logWarning(`provisioning refused (${outcome}): ${result.left.message}`)
         yield* log.pipe(
           Effect.annotateLogs({
-            claim: hash === null ? null : claimId(hash),
+            claim: hash === null ? null : publicId(hash),
             deviceId,
             remoteAddress: address,
             outcome,

@@ -82,8 +82,6 @@ import { randomUUID } from "node:crypto"
 import {
   type AttributeValue,
   BatchWriteItemCommand,
-  CreateTableCommand,
-  DescribeTableCommand,
   DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
@@ -92,6 +90,7 @@ import {
   type WriteRequest,
 } from "@aws-sdk/client-dynamodb"
 import { Duration, Effect, Layer, Schedule, type Scope } from "effect"
+import { ensureTable } from "../stream/dynamoTable.js"
 import { AwsError, awsClientOptions, call, isThrottling } from "../stream/kinesisClient.js"
 import {
   type Changes,
@@ -248,10 +247,12 @@ export const make = (
         }),
       )
 
-    yield* ensureTable(client, TableName, config.activeTimeoutMs ?? 120_000).pipe(
-      Effect.mapError(unavailable("start")),
-      Effect.withSpan("DynamoRegistry.start"),
-    )
+    yield* ensureTable(client, {
+      table: TableName,
+      key: "pk",
+      sortKey: "sk",
+      activeTimeoutMs: config.activeTimeoutMs,
+    }).pipe(Effect.mapError(unavailable("start")), Effect.withSpan("DynamoRegistry.start"))
 
     /** The newest log entry's revision (0: none). */
     const head = (operation: string) =>
@@ -600,70 +601,6 @@ export const make = (
     }
     return api
   })
-
-/**
- * The table, created if missing (keys pk and sk; another process creating it first is fine) and
- * waited for until ACTIVE; one with other keys (another Sluice table named by mistake) is refused.
- */
-const ensureTable = (client: DynamoDBClient, TableName: string, activeTimeoutMs: number) => {
-  const describeTable = Effect.map(
-    call((abortSignal) => client.send(new DescribeTableCommand({ TableName }), { abortSignal })),
-    (out) => out.Table,
-  )
-  const create = call((abortSignal) =>
-    client.send(
-      new CreateTableCommand({
-        TableName,
-        BillingMode: "PAY_PER_REQUEST",
-        AttributeDefinitions: [
-          { AttributeName: "pk", AttributeType: "S" },
-          { AttributeName: "sk", AttributeType: "S" },
-        ],
-        KeySchema: [
-          { AttributeName: "pk", KeyType: "HASH" },
-          { AttributeName: "sk", KeyType: "RANGE" },
-        ],
-      }),
-      { abortSignal },
-    ),
-  ).pipe(
-    Effect.catchIf(
-      (e) => e.name === "ResourceInUseException",
-      () => Effect.void,
-    ),
-  )
-  return describeTable.pipe(
-    Effect.catchIf(
-      (e) => e.name === "ResourceNotFoundException",
-      () => Effect.as(create, undefined),
-    ),
-    Effect.flatMap((table) => {
-      if (table !== undefined) {
-        const keys = (table.KeySchema ?? []).map((k) => `${k.AttributeName}:${k.KeyType}`).sort()
-        if (keys.join(",") !== "pk:HASH,sk:RANGE") {
-          return Effect.fail(
-            new AwsError({
-              name: "NotARegistryTable",
-              message: `${TableName} is keyed ${keys.join(", ")}, not pk (HASH) and sk (RANGE)`,
-              fault: "client",
-            }),
-          )
-        }
-        if (table.TableStatus === "ACTIVE") return Effect.void
-      }
-      return describeTable.pipe(
-        Effect.delay("100 millis"),
-        Effect.repeat({ until: (t) => t?.TableStatus === "ACTIVE" }),
-        Effect.timeoutFail({
-          duration: Duration.millis(activeTimeoutMs),
-          onTimeout: () =>
-            new AwsError({ name: "TableNotActive", message: `${TableName} not ACTIVE`, fault: "server" }),
-        }),
-        Effect.asVoid,
-      )
-    }),
-  )
-}
 
 /** The registry on `config.table`; the DynamoDB client lives as long as the layer. */
 export const layerWith = (

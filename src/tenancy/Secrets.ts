@@ -18,7 +18,15 @@ export const newSecret = (): string => randomBytes(24).toString("base64url")
 
 /** The stored form of a secret. */
 export const hashSecret = (secret: string): string =>
-  `sha256:${createHash("sha256").update(secret, "utf8").digest("hex")}`
+  `${PREFIX}${createHash("sha256").update(secret, "utf8").digest("hex")}`
+
+const PREFIX = "sha256:"
+
+/**
+ * A stored secret's public id: the first 12 hex digits of its hash. What the admin API lists keys
+ * and claims by, and what logs name them by; it reveals nothing of the secret.
+ */
+export const publicId = (hash: string): string => hash.slice(PREFIX.length, PREFIX.length + 12)
 
 /** True if `secret` hashes to `hash`, compared in constant time. */
 export const verifySecret = (secret: string, hash: string): boolean => {

@@ -347,7 +347,9 @@ describe("DynamoRegistry", () => {
       const { make } = yield* Effect.promise(() => import("../../src/stream/DynamoShardLeases.js"))
       yield* make({ ...configFor(table) }).pipe(Effect.orDie)
       const result = yield* Effect.either(connect(table))
-      expect(Either.isLeft(result) && result.left.message).toMatch(/not pk \(HASH\) and sk \(RANGE\)/)
+      expect(Either.isLeft(result) && result.left.message).toMatch(
+        /is keyed shardId:HASH, not pk:HASH,sk:RANGE: is it another table\?/,
+      )
     }),
   )
 

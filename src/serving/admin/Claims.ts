@@ -23,7 +23,7 @@ import {
 import { Effect, Schema } from "effect"
 import { DeviceConfig } from "../../tenancy/PlatformConfig.js"
 import type { RegClaim } from "../../tenancy/Registry.js"
-import { hashSecret, newSecret } from "../../tenancy/Secrets.js"
+import { hashSecret, newSecret, publicId } from "../../tenancy/Secrets.js"
 import { BodyTooLarge, Conflict, Forbidden, InvalidBody, RegistryUnavailable } from "../ApiError.js"
 import { AdminAuthentication, requireTenantAdmin, requireTenantReader } from "../Authentication.js"
 import * as Body from "./Body.js"
@@ -34,11 +34,6 @@ export const MAX_COUNT = 1_000_000
 /** A claim lives from a minute to a year. */
 export const MIN_EXPIRES_SECONDS = 60
 export const MAX_EXPIRES_SECONDS = 365 * 24 * 3600
-
-const HASH_PREFIX = "sha256:"
-
-/** A claim's public id: the first 12 hex digits of its token's hash (as `src/ingress/Provisioning.ts` logs it). */
-export const claimId = (hash: string) => hash.slice(HASH_PREFIX.length, HASH_PREFIX.length + 12)
 
 /** No claim with this id in the tenant (another tenant's looks alike). */
 export class ClaimNotFound extends Schema.TaggedError<ClaimNotFound>()(
@@ -148,7 +143,7 @@ export class ClaimsApi extends HttpApiGroup.make("provisioningClaims")
   ) {}
 
 const view = (c: RegClaim) => ({
-  id: claimId(c.hash),
+  id: publicId(c.hash),
   name: c.name,
   class: c.className,
   remaining: c.remaining,
@@ -197,7 +192,7 @@ export const layerFor = <ApiId extends string, R>(
                 })
                 return {
                   token,
-                  id: claimId(hash),
+                  id: publicId(hash),
                   name: body.name,
                   class: body.class,
                   count: body.count,
@@ -226,7 +221,7 @@ export const layerFor = <ApiId extends string, R>(
             return yield* registry.write((draft) =>
               Effect.gen(function* () {
                 const matches = [...draft.claims.values()].filter(
-                  (c) => c.tenantId === tenantId && claimId(c.hash) === path.claimId,
+                  (c) => c.tenantId === tenantId && publicId(c.hash) === path.claimId,
                 )
                 if (matches.length === 0) return yield* Effect.fail(ClaimNotFound.instance)
                 if (matches.length > 1)

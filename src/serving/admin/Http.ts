@@ -15,7 +15,7 @@ import type {
   RegistryState,
 } from "../../tenancy/Registry.js"
 import { canonical } from "../../tenancy/RegistryState.js"
-import { hashSecret, newSecret } from "../../tenancy/Secrets.js"
+import { hashSecret, newSecret, publicId } from "../../tenancy/Secrets.js"
 import { Api } from "../Api.js"
 import {
   ApiKeyNotFound,
@@ -51,11 +51,6 @@ export class AdminRegistry extends Context.Tag("sluice/serving/admin/AdminRegist
   AdminRegistry,
   Writes.RegistryAccess
 >() {}
-
-const HASH_PREFIX = "sha256:"
-
-/** A key's public id: the first 12 hex digits of its hash. */
-export const keyId = (hash: string) => hash.slice(HASH_PREFIX.length, HASH_PREFIX.length + 12)
 
 const managedByFile = (what: string) =>
   new Conflict({
@@ -177,7 +172,7 @@ export const HttpTenantsLive = HttpApiBuilder.group(Api, "tenants", (handlers) =
                 source: "api",
               }
               draft.apiKeys.set(hash, row)
-              return { key, id: keyId(hash), name: body.name, role: body.role }
+              return { key, id: publicId(hash), name: body.name, role: body.role }
             }),
           )
         }),
@@ -193,7 +188,7 @@ export const HttpTenantsLive = HttpApiBuilder.group(Api, "tenants", (handlers) =
               (k): k is RegApiKey & { role: "admin" | "read" } =>
                 k.tenantId === path.tenantId && k.role !== "operator",
             )
-            .map((k) => ({ id: keyId(k.hash), name: k.name, role: k.role, source: k.source }))
+            .map((k) => ({ id: publicId(k.hash), name: k.name, role: k.role, source: k.source }))
             .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
           return { keys }
         }),
@@ -206,7 +201,7 @@ export const HttpTenantsLive = HttpApiBuilder.group(Api, "tenants", (handlers) =
             Effect.gen(function* () {
               if (!draft.tenants.has(path.tenantId)) return yield* Effect.fail(TenantNotFound.instance)
               const matches = [...draft.apiKeys.values()].filter(
-                (k) => k.tenantId === path.tenantId && keyId(k.hash) === path.keyId,
+                (k) => k.tenantId === path.tenantId && publicId(k.hash) === path.keyId,
               )
               if (matches.length === 0) return yield* Effect.fail(ApiKeyNotFound.instance)
               if (matches.length > 1)
