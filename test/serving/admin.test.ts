@@ -10,19 +10,14 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, layer, it as test } from "@effect/vitest"
-import { Effect, Layer, Option } from "effect"
-import * as LiveFeed from "../../src/actors/LiveFeed.js"
-import * as Health from "../../src/observability/Health.js"
-import * as Metrics from "../../src/observability/Metrics.js"
-import * as HttpServing from "../../src/serving/HttpServer.js"
-import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
-import * as Apply from "../../src/tenancy/Apply.js"
+import { Effect, Option } from "effect"
 import type { PlatformConfig } from "../../src/tenancy/PlatformConfig.js"
 import { emptyState, Registry } from "../../src/tenancy/Registry.js"
 import { Draft } from "../../src/tenancy/RegistryState.js"
 import * as SqliteRegistry from "../../src/tenancy/SqliteRegistry.js"
 import * as Tenancy from "../../src/tenancy/Tenancy.js"
 import { polling } from "../support/polling.js"
+import { adminServer, call } from "./adminHarness.js"
 import { baseUrl } from "./harness.js"
 
 const OPERATOR = "operator-key-0123456789"
@@ -58,63 +53,7 @@ afterAll(() => {
 })
 
 /** The registry, seeded from `config` before anything reads it. */
-const RegistryLive = Layer.effectDiscard(Effect.orDie(Apply.apply(config))).pipe(
-  Layer.provideMerge(SqliteRegistry.layerWith({ dataDir, fsync: false })),
-)
-
-const dependencies = Layer.mergeAll(
-  ClickHouseTelemetryStore.layerWith(ClickHouseTelemetryStore.embedded(storeDir, "admin")),
-  LiveFeed.layer,
-  Metrics.layer,
-  Health.layerReady(["serving"]),
-).pipe(
-  Layer.provideMerge(Layer.scoped(Tenancy.Tenancy, Tenancy.live<never, never>({ pollMs: 100 }))),
-  Layer.provideMerge(RegistryLive),
-)
-
-const TestAdmin = HttpServing.layerWith({ host: "127.0.0.1", port: 0 }).pipe(Layer.provideMerge(dependencies))
-
-interface Answer {
-  readonly status: number
-  readonly text: string
-  // biome-ignore lint/suspicious/noExplicitAny: answers are inspected field by field
-  readonly json: any
-}
-
-/** One request: `json` is sent as JSON, `body` as is (with `contentType`). */
-const call = (
-  method: string,
-  path: string,
-  options: {
-    readonly key?: string
-    readonly json?: unknown
-    readonly body?: string
-    readonly contentType?: string
-  } = {},
-) =>
-  Effect.flatMap(baseUrl, (base) =>
-    Effect.promise(async (): Promise<Answer> => {
-      const headers: Record<string, string> = {}
-      if (options.key !== undefined) headers.authorization = `Bearer ${options.key}`
-      let body: string | undefined
-      if (options.json !== undefined) {
-        body = JSON.stringify(options.json)
-        headers["content-type"] = "application/json"
-      } else if (options.body !== undefined) {
-        body = options.body
-        headers["content-type"] = options.contentType ?? "application/json"
-      }
-      const response = await fetch(base + path, { method, headers, ...(body === undefined ? {} : { body }) })
-      const text = await response.text()
-      let json: unknown
-      try {
-        json = JSON.parse(text)
-      } catch {
-        json = undefined
-      }
-      return { status: response.status, text, json }
-    }),
-  )
+const TestAdmin = adminServer(config, { dataDir, storeDir, database: "admin" })
 
 /** Waits (up to 3 s: the poll is 100 ms) until `check` holds of `probe`. */
 const eventually = polling({ timeoutMs: 3_000, intervalMs: 50 })

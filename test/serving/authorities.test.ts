@@ -10,16 +10,9 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, expect, layer } from "@effect/vitest"
-import { Effect, Layer } from "effect"
-import * as LiveFeed from "../../src/actors/LiveFeed.js"
-import * as Health from "../../src/observability/Health.js"
-import * as Metrics from "../../src/observability/Metrics.js"
-import * as HttpServing from "../../src/serving/HttpServer.js"
-import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
-import * as Apply from "../../src/tenancy/Apply.js"
+import { Effect } from "effect"
 import type { PlatformConfig } from "../../src/tenancy/PlatformConfig.js"
 import { Registry } from "../../src/tenancy/Registry.js"
-import * as SqliteRegistry from "../../src/tenancy/SqliteRegistry.js"
 import * as Tenancy from "../../src/tenancy/Tenancy.js"
 import {
   makeCertificates,
@@ -28,7 +21,7 @@ import {
   type TestCertificates,
 } from "../support/certs.js"
 import { polling } from "../support/polling.js"
-import { baseUrl } from "./harness.js"
+import { type Answer, adminServer, call } from "./adminHarness.js"
 
 const OPERATOR = "operator-key-0123456789"
 const ADMIN_A = "tenant-a-admin-0123456789"
@@ -59,54 +52,7 @@ afterAll(() => {
   rmSync(storeDir, { recursive: true, force: true })
 })
 
-const RegistryLive = Layer.effectDiscard(Effect.orDie(Apply.apply(config))).pipe(
-  Layer.provideMerge(SqliteRegistry.layerWith({ dataDir, fsync: false })),
-)
-
-const dependencies = Layer.mergeAll(
-  ClickHouseTelemetryStore.layerWith(ClickHouseTelemetryStore.embedded(storeDir, "authorities")),
-  LiveFeed.layer,
-  Metrics.layer,
-  Health.layerReady(["serving"]),
-).pipe(
-  Layer.provideMerge(Layer.scoped(Tenancy.Tenancy, Tenancy.live<never, never>({ pollMs: 100 }))),
-  Layer.provideMerge(RegistryLive),
-)
-
-const TestAdmin = HttpServing.layerWith({ host: "127.0.0.1", port: 0 }).pipe(Layer.provideMerge(dependencies))
-
-interface Answer {
-  readonly status: number
-  readonly text: string
-  // biome-ignore lint/suspicious/noExplicitAny: answers are inspected field by field
-  readonly json: any
-}
-
-const call = (
-  method: string,
-  path: string,
-  options: { readonly key?: string; readonly json?: unknown } = {},
-) =>
-  Effect.flatMap(baseUrl, (base) =>
-    Effect.promise(async (): Promise<Answer> => {
-      const headers: Record<string, string> = {}
-      if (options.key !== undefined) headers.authorization = `Bearer ${options.key}`
-      if (options.json !== undefined) headers["content-type"] = "application/json"
-      const response = await fetch(base + path, {
-        method,
-        headers,
-        ...(options.json === undefined ? {} : { body: JSON.stringify(options.json) }),
-      })
-      const text = await response.text()
-      let json: unknown
-      try {
-        json = JSON.parse(text)
-      } catch {
-        json = undefined
-      }
-      return { status: response.status, text, json }
-    }),
-  )
+const TestAdmin = adminServer(config, { dataDir, storeDir, database: "authorities" })
 
 const eventually = polling({ timeoutMs: 3_000, intervalMs: 50 })
 

@@ -12,22 +12,15 @@ import { join } from "node:path"
 import { HttpServer } from "@effect/platform"
 import { afterAll, expect, layer } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
-import * as LiveFeed from "../../src/actors/LiveFeed.js"
 import * as IngressHttpServer from "../../src/ingress/IngressHttpServer.js"
-import * as Health from "../../src/observability/Health.js"
-import * as Metrics from "../../src/observability/Metrics.js"
-import * as HttpServing from "../../src/serving/HttpServer.js"
-import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
 import * as SqliteStreamLog from "../../src/stream/SqliteStreamLog.js"
-import * as Apply from "../../src/tenancy/Apply.js"
 import type { PlatformConfig } from "../../src/tenancy/PlatformConfig.js"
 import { Registry } from "../../src/tenancy/Registry.js"
 import { hashSecret } from "../../src/tenancy/Secrets.js"
 import * as SqliteRegistry from "../../src/tenancy/SqliteRegistry.js"
-import * as Tenancy from "../../src/tenancy/Tenancy.js"
 import { ingressConfig } from "../ingress/harness.js"
 import { polling } from "../support/polling.js"
-import { baseUrl } from "./harness.js"
+import { adminServer, call, fetchAnswer } from "./adminHarness.js"
 
 const OPERATOR = "operator-key-0123456789"
 const ADMIN_A = "tenant-a-admin-0123456789"
@@ -53,61 +46,7 @@ afterAll(() => {
   for (const dir of [dataDir, storeDir, logDir]) rmSync(dir, { recursive: true, force: true })
 })
 
-const RegistryLive = Layer.effectDiscard(Effect.orDie(Apply.apply(config))).pipe(
-  Layer.provideMerge(SqliteRegistry.layerWith({ dataDir, fsync: false })),
-)
-
-const dependencies = Layer.mergeAll(
-  ClickHouseTelemetryStore.layerWith(ClickHouseTelemetryStore.embedded(storeDir, "claims")),
-  LiveFeed.layer,
-  Metrics.layer,
-  Health.layerReady(["serving"]),
-).pipe(
-  Layer.provideMerge(Layer.scoped(Tenancy.Tenancy, Tenancy.live<never, never>({ pollMs: 100 }))),
-  Layer.provideMerge(RegistryLive),
-)
-
-const TestAdmin = HttpServing.layerWith({ host: "127.0.0.1", port: 0 }).pipe(Layer.provideMerge(dependencies))
-
-interface Answer {
-  readonly status: number
-  readonly text: string
-  readonly headers: Headers
-  // biome-ignore lint/suspicious/noExplicitAny: answers are inspected field by field
-  readonly json: any
-}
-
-const fetchJson = (url: string, method: string, headers: Record<string, string>, json?: unknown) =>
-  Effect.promise(async (): Promise<Answer> => {
-    const response = await fetch(url, {
-      method,
-      headers: json === undefined ? headers : { ...headers, "content-type": "application/json" },
-      ...(json === undefined ? {} : { body: JSON.stringify(json) }),
-    })
-    const text = await response.text()
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(text)
-    } catch {
-      parsed = undefined
-    }
-    return { status: response.status, text, headers: response.headers, json: parsed }
-  })
-
-/** One admin API request with `key` as the bearer token. */
-const call = (
-  method: string,
-  path: string,
-  options: { readonly key?: string; readonly json?: unknown } = {},
-) =>
-  Effect.flatMap(baseUrl, (base) =>
-    fetchJson(
-      base + path,
-      method,
-      options.key === undefined ? {} : { authorization: `Bearer ${options.key}` },
-      options.json,
-    ),
-  )
+const TestAdmin = adminServer(config, { dataDir, storeDir, database: "claims" })
 
 const create = (key: string, json: unknown) => call("POST", "/v1/provisioning-claims", { key, json })
 
@@ -274,12 +213,10 @@ layer(TestAdmin, { timeout: 180_000, excludeTestServices: true })("provisioning 
         const { address } = Context.get(ingress, HttpServer.HttpServer)
         const ingressUrl = `http://127.0.0.1:${address._tag === "TcpAddress" ? address.port : 0}`
         const provision = (token: string, deviceId: string) =>
-          fetchJson(
-            `${ingressUrl}/v1/provision`,
-            "POST",
-            { authorization: `Bearer ${token}` },
-            { device_id: deviceId },
-          )
+          fetchAnswer(`${ingressUrl}/v1/provision`, "POST", {
+            headers: { authorization: `Bearer ${token}` },
+            json: { device_id: deviceId },
+          })
 
         const created = yield* create(ADMIN_A, { ...batch, name: "e2e", count: 5 })
         const { token, id } = created.json
@@ -294,12 +231,10 @@ layer(TestAdmin, { timeout: 180_000, excludeTestServices: true })("provisioning 
         )
         expect(devices.text).toContain("claimed-1")
         const published = yield* eventually(
-          fetchJson(
-            `${ingressUrl}/v1/telemetry`,
-            "POST",
-            { authorization: `Bearer ${device.json.credential}` },
-            { temperature: 20 },
-          ),
+          fetchAnswer(`${ingressUrl}/v1/telemetry`, "POST", {
+            headers: { authorization: `Bearer ${device.json.credential}` },
+            json: { temperature: 20 },
+          }),
           (a) => a.status === 202,
         )
         expect(published.status, published.text).toBe(202)
@@ -315,12 +250,10 @@ layer(TestAdmin, { timeout: 180_000, excludeTestServices: true })("provisioning 
         expect(refused.status).toBe(401)
         expect(refused.json).toMatchObject({ _tag: "ClaimUnauthorized", reason: "revoked" })
         // The device it registered keeps working.
-        const still = yield* fetchJson(
-          `${ingressUrl}/v1/telemetry`,
-          "POST",
-          { authorization: `Bearer ${device.json.credential}` },
-          { temperature: 21 },
-        )
+        const still = yield* fetchAnswer(`${ingressUrl}/v1/telemetry`, "POST", {
+          headers: { authorization: `Bearer ${device.json.credential}` },
+          json: { temperature: 21 },
+        })
         expect(still.status).toBe(202)
       }),
   )
