@@ -5,7 +5,7 @@
  * Every start migrates too; this runs the upgrade on its own, e.g. before rolling out processors.
  * On chDB run it with the platform stopped: the data directory is one process's.
  */
-import { Effect } from "effect"
+import { Effect, Logger, LogLevel } from "effect"
 import { openClient } from "./ClickHouseTelemetryStore.js"
 import * as Migrations from "./Migrations.js"
 import * as StorageConfig from "./StorageConfig.js"
@@ -26,7 +26,10 @@ export const run = (dryRun: boolean): Effect.Effect<number> =>
       }),
       (client) => Effect.promise(() => client.close()),
     )
-    const { from, pending } = yield* Migrations.migrate(client, config.database, { dryRun })
+    // The command prints each migration itself; the migrator's own log line would print it twice.
+    const { from, pending } = yield* Migrations.migrate(client, config.database, { dryRun }).pipe(
+      Logger.withMinimumLogLevel(LogLevel.Warning),
+    )
     const newest = Migrations.migrations.at(-1)?.id ?? 0
     if (pending.length === 0) {
       console.log(`schema of ${where} is current (migration ${from})`)
