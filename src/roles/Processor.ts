@@ -1,6 +1,6 @@
 /**
  * The processor role: shard workers, device and tenant actors, inserting into ClickHouse and
- * checkpointing the stream. Its readings go to the process's LiveFeed, which a serving role in
+ * checkpointing the stream, and the retention loop that drops tenants' expired partitions. Its readings go to the process's LiveFeed, which a serving role in
  * the same process serves. A processor without serving or ingress in its process opens a
  * listener for /healthz, /readyz and /metrics on the serving port setting.
  */
@@ -11,6 +11,7 @@ import * as ProcessorConfig from "../actors/ProcessorConfig.js"
 import * as HealthServer from "../observability/HealthServer.js"
 import * as ServingConfig from "../serving/ServingConfig.js"
 import * as ClickHouseTelemetryStore from "../storage/ClickHouseTelemetryStore.js"
+import * as Retention from "../storage/Retention.js"
 import * as StreamConfig from "../stream/StreamConfig.js"
 import { readyWithStore } from "./StoreProbe.js"
 
@@ -36,12 +37,16 @@ const LeasesLive = Layer.unwrapEffect(
 export const layer = (options: { readonly healthListener: boolean }) =>
   readyWithStore("processor").pipe(
     Layer.provide(
-      options.healthListener
-        ? Layer.merge(
-            Processor.layer,
-            Layer.unwrapEffect(Effect.map(ServingConfig.http, HealthServer.layerWith)),
-          )
-        : Processor.layer,
+      Layer.merge(
+        options.healthListener
+          ? Layer.merge(
+              Processor.layer,
+              Layer.unwrapEffect(Effect.map(ServingConfig.http, HealthServer.layerWith)),
+            )
+          : Processor.layer,
+        // Every processor expires: dropping a partition twice is a no-op.
+        Retention.layer,
+      ),
     ),
     Layer.provide(LiveFeed.layer),
     Layer.provide(ClickHouseTelemetryStore.layer),

@@ -7,6 +7,7 @@ import { ClaimsApi } from "./admin/Claims.js"
 import { DeadLettersApi } from "./deadletters/Api.js"
 import { DevicesApi } from "./devices/Api.js"
 import { LiveApi } from "./live/Api.js"
+import { OverviewApi } from "./overview/Api.js"
 import { TelemetryApi } from "./telemetry/Api.js"
 
 export class Api extends HttpApi.make("sluice")
@@ -19,6 +20,7 @@ export class Api extends HttpApi.make("sluice")
   .add(TelemetryApi)
   .add(DeadLettersApi)
   .add(LiveApi)
+  .add(OverviewApi)
   .add(HealthApi)
   .annotate(OpenApi.Title, "Sluice")
   .annotate(

@@ -8,6 +8,7 @@ import { HttpAdminLive } from "./admin/Http.js"
 import { HttpDeadLettersLive } from "./deadletters/Http.js"
 import { HttpDevicesLive } from "./devices/Http.js"
 import { HttpLiveLive } from "./live/Http.js"
+import { HttpOverviewLive } from "./overview/Http.js"
 import { HttpTelemetryLive } from "./telemetry/Http.js"
 
 /**
@@ -22,6 +23,7 @@ export const ApiLive = HttpApiBuilder.api(Api).pipe(
     HttpTelemetryLive,
     HttpDeadLettersLive,
     HttpLiveLive,
+    HttpOverviewLive,
     HealthHttp.layerFor(Api),
   ]),
   Layer.provide(Authentication.layer),

@@ -1,6 +1,6 @@
 /**
  * The serving role's HTTP listener: the REST API, the WebSocket live feed, /metrics, /healthz,
- * /readyz, /openapi.json and the API reference at /docs, on one port (SLUICE_HTTP_PORT, default
+ * /readyz, /openapi.json, the API reference at /docs and the web console at /, on one port (SLUICE_HTTP_PORT, default
  * 8080). Device ingest is the ingress role's listener, not this one. With a TLS certificate
  * (SLUICE_TLS_CERT_FILE) it is HTTPS (and `wss://` for the live feed) on the same port, with no
  * plain HTTP beside it.
@@ -9,6 +9,7 @@ import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, type HttpServerRequest }
 import { Effect, Layer, Option } from "effect"
 import { guardedServer, withLogAddress } from "../platform/ConnectionGuard.js"
 import * as Tls from "../platform/Tls.js"
+import * as Console from "./Console.js"
 import { ApiLive } from "./Http.js"
 import * as ServingConfig from "./ServingConfig.js"
 
@@ -41,6 +42,7 @@ export const layerWith = (options: HttpServerOptions) =>
   Layer.fresh(
     HttpApiBuilder.serve().pipe(
       Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
+      Layer.provide(Console.layer),
       Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
       Layer.provide(ApiLive),
       withLogAddress(options.tls !== undefined),

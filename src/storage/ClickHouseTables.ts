@@ -2,15 +2,20 @@
  * The ClickHouse tables behind the TelemetryStore, and how rows cross into and out of them. The
  * tables themselves are created and changed by the ordered migrations in `Migrations.ts`.
  *
- * Partitioning: `PARTITION BY tenant_id`, not `(tenant_id, toYYYYMM(ts))`. Every insert splits
- * its block into one part per partition it touches; a batch from a shard carries many tenants and
- * device clocks that may span months, so a month in the key multiplies the parts per insert (and
- * the dedup-log entries each of them takes) for no read benefit: every query names one tenant and
- * a ts range, which the sort key already prunes. One partition per tenant keeps a tenant's data
- * physically apart, lets `ALTER TABLE … DROP PARTITION` delete a tenant, and makes FINAL cheap
- * (`do_not_merge_across_partitions_select_final`: duplicates share tenant_id, so never cross
- * partitions). Retention, when it comes, is a row TTL on ts. Past a few thousand tenants the
- * partition count itself becomes the problem; then partition by a hash bucket of the tenant.
+ * Partitioning (migration 4): `PARTITION BY (tenant_id, toYYYYMM(ts))` for `telemetry`,
+ * `(tenant_id, toYYYYMM(received_at))` for `dead_letters`, as the rollups by their bucket. The
+ * tenant keeps a tenant's data physically apart; the month makes retention a `DROP PARTITION` of
+ * whole months (`Retention.ts`), which rewrites nothing: expiring a week of 10M readings under
+ * `PARTITION BY tenant_id` rewrote 92 MB of the tenant's 104 MB (ALTER DELETE, 1.4 s; a row TTL
+ * 25 s), against 0 bytes for dropping partitions (bench/README.md, "Retention"). Month, not
+ * week: a tenant kept forever accrues 12 partitions a year, not 52, and a batch whose device
+ * clocks span a boundary splits into one more part only at month ends; the price is that data is
+ * removed up to a month after it expires. FINAL stays per partition
+ * (`do_not_merge_across_partitions_select_final`): duplicates of a row share tenant and ts, hence
+ * the month. Every query names one tenant and a ts range, so the month also prunes partitions.
+ * An insert lifts `max_partitions_per_insert_block` (100 by default): a batch of readings with
+ * far-apart device clocks would otherwise be refused on every retry. Past a few thousand tenants
+ * the partition count itself becomes the problem; then partition by a hash bucket of the tenant.
  */
 import { Schema } from "effect"
 import type { DeadLetter, FieldValue, TelemetryRow } from "./TelemetryStore.js"
@@ -21,9 +26,10 @@ import type { DeadLetter, FieldValue, TelemetryRow } from "./TelemetryStore.js"
  * existing tables. Each is idempotent.
  */
 export const settings = (database: string, fsync: boolean): ReadonlyArray<string> =>
-  // device_latest too: its parts are written by the same insert (the view), and an acknowledged
-  // reading must not be lost from `latest` and `activity` while it survives in `telemetry`.
-  ["telemetry", "dead_letters", "device_latest"].map(
+  // The views' tables too (device_latest, the rollups): their parts are written by the same
+  // insert, and an acknowledged reading must not be lost from `latest`, `activity` or
+  // `aggregate` while it survives in `telemetry`.
+  ["telemetry", "dead_letters", "device_latest", "telemetry_1m", "telemetry_1h"].map(
     (table) =>
       `ALTER TABLE ${database}.${table} MODIFY SETTING ` +
       `fsync_after_insert = ${Number(fsync)}, fsync_part_directory = ${Number(fsync)}`,

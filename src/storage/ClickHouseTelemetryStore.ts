@@ -29,24 +29,25 @@ import { mkdirSync } from "node:fs"
 import { type ClickHouseClient, createClient } from "@clickhouse/client"
 import { createChdbConnection } from "chdb/connection"
 import { Effect, Layer, Option, Redacted, Schema } from "effect"
+import * as Aggregates from "./Aggregates.js"
 import {
   deadLetterColumns,
   decodeRow,
   encodeDeadLetter,
   encodeRow,
-  Float,
-  StoredActivity,
   StoredDeadLetters,
   StoredRows,
   settings,
   storedRowSelect,
   telemetryColumns,
 } from "./ClickHouseTables.js"
+import * as DeviceActivity from "./DeviceActivity.js"
 import * as HistoryCursor from "./HistoryCursor.js"
 import * as Migrations from "./Migrations.js"
+import * as Retention from "./Retention.js"
 import * as StorageConfig from "./StorageConfig.js"
 import {
-  type AggregateFn,
+  type DeadLetterFilter,
   InvalidQuery,
   maxPageSize,
   StorageUnavailable,
@@ -60,18 +61,6 @@ const unavailable = (operation: string) => (cause: unknown) =>
     operation,
     reason: (cause instanceof Error ? cause.message : String(cause)).slice(0, 2000),
   })
-
-/** Aggregate function -> SQL over the rows that HAVE the field (a Map yields 0 for a missing key). */
-const aggregateSql: Record<AggregateFn, (field: string) => string> = {
-  avg: (f) => `avgIfOrNull(num[${f}], mapContains(num, ${f}))`,
-  min: (f) => `minIfOrNull(num[${f}], mapContains(num, ${f}))`,
-  max: (f) => `maxIfOrNull(num[${f}], mapContains(num, ${f}))`,
-  sum: (f) => `sumIfOrNull(num[${f}], mapContains(num, ${f}))`,
-  count: (f) => `toFloat64(countIf(mapContains(num, ${f})))`,
-}
-
-/** The most fields one `aggregate` call may ask for. */
-const maxAggregateFields = 64
 
 // Duplicates of a row share its tenant, hence its partition: FINAL need not merge across them.
 const finalSettings =
@@ -178,7 +167,15 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
                 columns: [...columns] as [string, ...Array<string>],
                 values: values as Array<unknown>,
                 format: "JSONEachRow",
-                clickhouse_settings: { insert_deduplication_token: dedupToken },
+                // The dependent-view setting makes the rollups (migrations 5, 6) drop a redelivered
+                // block too; their sums, unlike `device_latest`'s maxima, would count it again.
+                clickhouse_settings: {
+                  insert_deduplication_token: dedupToken,
+                  deduplicate_blocks_in_dependent_materialized_views: 1,
+                  // A part per (tenant, month): past the default 100, a batch of readings with
+                  // far-apart device clocks would be refused on every retry, stalling its shard.
+                  max_partitions_per_insert_block: "0",
+                },
                 abort_signal: signal,
               }),
             catch: unavailable(operation),
@@ -249,6 +246,7 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
         : { rows: pageRows }
     })
 
+    // The SQL (raw, or a rollup with raw edges) is `Aggregates.plan`'s; every path answers as raw.
     const aggregate = Effect.fn("TelemetryStore.aggregate")(function* (
       tenantId: string,
       deviceId: string,
@@ -257,59 +255,16 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
     ) {
       yield* Effect.annotateCurrentSpan({ tenant: tenantId, device: deviceId })
       const bounds = yield* timeBounds(range)
-      const interval = query.intervalMs
-      if (!Number.isSafeInteger(interval) || interval < 1) {
-        return yield* new InvalidQuery({ reason: "intervalMs must be a positive integer" })
-      }
-      const fields = [...new Set(query.fields)]
-      const fns = [...new Set(query.fns)]
-      if (fields.length > maxAggregateFields) {
-        return yield* new InvalidQuery({ reason: `at most ${maxAggregateFields} fields per query` })
-      }
-      const unknown = fns.find((fn) => !Object.hasOwn(aggregateSql, fn))
-      if (unknown !== undefined) {
-        return yield* new InvalidQuery({ reason: `unknown aggregate function ${JSON.stringify(unknown)}` })
-      }
-      // Column i is fns[i / fields.length] of fields[i % fields.length]; aliases are positional.
-      const columns = fns.flatMap((fn) => fields.map((_, j) => aggregateSql[fn](`{f${j}:String}`)))
-      const params: Record<string, unknown> = { tenant: tenantId, device: deviceId, ...bounds, interval }
-      fields.forEach((field, j) => {
-        params[`f${j}`] = field
-      })
-      const Buckets = Schema.Array(
-        Schema.Record({
-          key: Schema.String,
-          value: Schema.NullOr(Schema.Union(Float, Schema.NumberFromString)),
-        }),
-      )
-      const rows = yield* select(
-        "aggregate",
-        Buckets,
-        `SELECT toUnixTimestamp64Milli(ts) - positiveModulo(toUnixTimestamp64Milli(ts), {interval:Int64}) AS bucket
-                ${columns.map((sql, i) => `, ${sql} AS v${i}`).join("")}
-         FROM ${db}.telemetry FINAL
-         WHERE tenant_id = {tenant:String} AND device_id = {device:String}
-           AND ts >= fromUnixTimestamp64Milli({from:Int64}, 'UTC')
-           AND ts < fromUnixTimestamp64Milli({to:Int64}, 'UTC')
-         GROUP BY bucket
-         ORDER BY bucket
-         ${finalSettings}`,
-        params,
-      )
-      return rows.map((row) => ({
-        start: row.bucket ?? Number.NaN,
-        values: Object.fromEntries(
-          fns.flatMap((fn, i) =>
-            fields.map((field, j) => [`${fn}_${field}`, row[`v${i * fields.length + j}`] ?? null] as const),
-          ),
-        ),
-      }))
+      const plan = yield* Aggregates.plan(db, tenantId, deviceId, bounds, query)
+      yield* Effect.annotateCurrentSpan({ source: plan.source })
+      return yield* Aggregates.run(select, plan)
     })
 
-    // `latest` and `activity` read `device_latest` (migration 3): per device, argMax states of the
-    // reading by (ts, msg_id) and max states of received_at, kept by a materialized view as rows
-    // are stored, so their cost does not grow with history. Duplicates cannot change a max, so
-    // neither needs FINAL. GROUP BY merges the states of a device not yet merged on disk.
+    // `latest` and the activity reads (`DeviceActivity.ts`) read `device_latest` (migration 3):
+    // per device, argMax states of the reading by (ts, msg_id) and max states of received_at, kept
+    // by a materialized view as rows are stored, so their cost does not grow with history.
+    // Duplicates cannot change a max, so none needs FINAL. GROUP BY merges the states of a device
+    // not yet merged on disk.
     const latest = Effect.fn("TelemetryStore.latest")(function* (tenantId: string, deviceId: string) {
       yield* Effect.annotateCurrentSpan({ tenant: tenantId, device: deviceId })
       const rows = yield* select(
@@ -330,35 +285,58 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
       return Option.map(Option.fromNullable(rows[0]), (row) => decodeRow(tenantId, deviceId, row))
     })
 
-    const activity = Effect.fn("TelemetryStore.activity")(function* (tenantId: string) {
-      yield* Effect.annotateCurrentSpan({ tenant: tenantId })
-      const rows = yield* select(
-        "activity",
-        StoredActivity,
-        `SELECT device_id, toUnixTimestamp64Milli(maxMerge(last_seen)) AS last_seen
-         FROM ${db}.device_latest
-         WHERE tenant_id = {tenant:String}
-         GROUP BY device_id
-         ORDER BY device_id`,
-        { tenant: tenantId },
-      )
-      return rows.map((row) => ({ deviceId: row.device_id, lastSeen: row.last_seen }))
-    })
-
-    const deadLetters = Effect.fn("TelemetryStore.deadLetters")(function* (tenantId: string, limit: number) {
+    const deadLetters = Effect.fn("TelemetryStore.deadLetters")(function* (
+      tenantId: string,
+      limit: number,
+      filter: DeadLetterFilter = {},
+    ) {
       yield* Effect.annotateCurrentSpan({ tenant: tenantId })
       const n = yield* pageLimit(limit)
-      // Sequence numbers are decimal strings: longer is larger, then lexicographic.
+      const { after, deviceId, reason } = filter
+      if (
+        after !== undefined &&
+        !(Number.isSafeInteger(after.receivedAt) && /^\d+$/.test(after.sequenceNumber))
+      ) {
+        return yield* new InvalidQuery({
+          reason: "after: receivedAt must be an integer, sequenceNumber decimal digits",
+        })
+      }
+      // Sequence numbers are decimal strings: longer is larger, then lexicographic. The keyset is
+      // the whole sort tuple; `received_at <=` alone is what the primary key can prune by.
+      const conditions = [
+        ...(after === undefined
+          ? []
+          : [
+              "received_at <= fromUnixTimestamp64Milli({at:Int64}, 'UTC')",
+              `(received_at, shard_id, length(sequence_number), sequence_number) <
+               (fromUnixTimestamp64Milli({at:Int64}, 'UTC'), {shard:String}, {seq_len:UInt64}, {seq:String})`,
+            ]),
+        ...(deviceId === undefined ? [] : ["device_id = {device:String}"]),
+        ...(reason === undefined ? [] : ["positionCaseInsensitiveUTF8(reason, {reason:String}) > 0"]),
+      ]
       const rows = yield* select(
         "deadLetters",
         StoredDeadLetters,
         `SELECT device_id, toUnixTimestamp64Milli(received_at) AS received_ms, shard_id, sequence_number, reason, raw
          FROM ${db}.dead_letters FINAL
-         WHERE tenant_id = {tenant:String}
+         WHERE tenant_id = {tenant:String} ${conditions.map((c) => `AND ${c}`).join(" ")}
          ORDER BY received_at DESC, shard_id DESC, length(sequence_number) DESC, sequence_number DESC
          LIMIT {limit:UInt32}
          ${finalSettings}`,
-        { tenant: tenantId, limit: n },
+        {
+          tenant: tenantId,
+          limit: n,
+          ...(after === undefined
+            ? {}
+            : {
+                at: after.receivedAt,
+                shard: after.shardId,
+                seq_len: after.sequenceNumber.length,
+                seq: after.sequenceNumber,
+              }),
+          ...(deviceId === undefined ? {} : { device: deviceId }),
+          ...(reason === undefined ? {} : { reason }),
+        },
       )
       return rows.map((row) => ({
         tenantId,
@@ -371,7 +349,21 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
       }))
     })
 
-    return TelemetryStore.of({ insert, insertDeadLetters, history, aggregate, latest, activity, deadLetters })
+    const { activity, lastSeen, seenSince, countSeenSince } = DeviceActivity.make(db, select)
+
+    return TelemetryStore.of({
+      insert,
+      insertDeadLetters,
+      history,
+      aggregate,
+      latest,
+      activity,
+      lastSeen,
+      seenSince,
+      countSeenSince,
+      deadLetters,
+      ...Retention.make(client, db),
+    })
   })
 
 /** The store configured from the environment (SLUICE_CLICKHOUSE_*, SLUICE_DATA_DIR). */

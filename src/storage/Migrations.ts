@@ -10,7 +10,10 @@
  *   killed process) leaves the statements before it applied and no record. The next start runs
  *   the whole migration again, so EVERY statement must be idempotent — `IF NOT EXISTS` /
  *   `IF EXISTS` on every CREATE, DROP, ADD/DROP COLUMN, ADD/DROP INDEX… — and re-running the
- *   applied ones changes nothing. A statement that cannot be written so does not belong here.
+ *   applied ones changes nothing. A change that cannot be written so is a `program` that checks
+ *   the state before each step (migration 4: copy, EXCHANGE TABLES, drop).
+ * - A program is not safe against a concurrent run of itself (migration 4 could swap twice): on a
+ *   server, upgrade across such a migration with `sluice migrate` alone, processors stopped.
  * - Concurrent starts (the supervisor's processor and a serving process, several processors on
  *   one server) may migrate at the same time. Both run the same idempotent statements and both
  *   write the record: `schema_migrations` may then hold an id twice, which is harmless, because
@@ -26,6 +29,8 @@
  */
 import type { ClickHouseClient } from "@clickhouse/client"
 import { Effect, Schema } from "effect"
+import * as MigrationLock from "./MigrationLock.js"
+import * as Repartition from "./Repartition.js"
 import { StorageUnavailable } from "./TelemetryStore.js"
 
 export interface Migration {
@@ -35,6 +40,26 @@ export interface Migration {
   readonly name: string
   /** The statements, given the database name; each idempotent (see the header). */
   readonly statements: (database: string) => ReadonlyArray<string>
+  /**
+   * Run after `statements`: a change no idempotent statement can make (EXCHANGE TABLES swaps
+   * back when run twice). It reads the state it finds and does only what is still missing, so a
+   * re-run after a stop at any point completes it: the header's rule, kept by a program.
+   */
+  readonly program?: (sql: MigrationSql, database: string) => Effect.Effect<void, MigrationFailed>
+}
+
+/** What a migration's `program` runs with; a failure is MigrationFailed naming the statement. */
+export interface MigrationSql {
+  readonly command: (
+    statement: string,
+    params?: Record<string, unknown>,
+  ) => Effect.Effect<void, MigrationFailed>
+  readonly query: <A>(
+    statement: string,
+    params?: Record<string, unknown>,
+  ) => Effect.Effect<ReadonlyArray<A>, MigrationFailed>
+  /** Stops the migration with `reason`, no statement. */
+  readonly fail: (reason: string) => Effect.Effect<never, MigrationFailed>
 }
 
 /**
@@ -60,6 +85,78 @@ const latestStates = (db: string) =>
      maxState(received_at) AS last_seen
    FROM ${db}.telemetry
    GROUP BY tenant_id, device_id`
+
+/** Migrations 5 and 6: the rollups' granularities (bucket widths in ms), by table. */
+export const rollupGranularities = { telemetry_1h: 3_600_000, telemetry_1m: 60_000 } as const
+
+/**
+ * Migrations 5 and 6, and the edges of a rollup read (`Aggregates.ts`), which must compute
+ * exactly what the views store: one row per numeric field of each `telemetry` row of `source`
+ * (`value_*`: count 1, the value as sum, min and max), plus one presence row per reading, field ''
+ * with `readings` 1 and the neutral element (count 0, sum 0, min and max NaN, which min and max
+ * skip). So a bucket with readings but no numeric field exists, as in the raw query; a real field
+ * called '' is unchanged by it; and the readings a rollup counted can be checked against
+ * `count()` of `telemetry FINAL` (how a read notices a replay, see migration 5). Buckets are
+ * arithmetic on epoch ms, as the raw query's, so times before 1970 (to 1900) and after 2106 (to
+ * 2299) bucket right where date functions would not.
+ */
+export const rollupPartials = (source: string, granularityMs: number) =>
+  `SELECT tenant_id, device_id, field,
+     toUnixTimestamp64Milli(ts) - positiveModulo(toUnixTimestamp64Milli(ts), ${granularityMs}) AS bucket,
+     toUInt64(i = 1) AS readings, toUInt64(i > 1) AS value_count, if(i = 1, 0, value) AS value_sum,
+     value AS value_min, value AS value_max
+   FROM ${source}
+   ARRAY JOIN
+     arrayConcat([''], CAST(mapKeys(num) AS Array(String))) AS field,
+     arrayConcat([nan], mapValues(num)) AS value,
+     arrayEnumerate(arrayConcat([nan], mapValues(num))) AS i`
+
+/** The rows of `source` folded per (tenant, device, field, bucket) of `granularityMs`. */
+const rollupStates = (source: string, granularityMs: number) =>
+  `SELECT tenant_id, device_id, field, bucket, sum(readings) AS readings,
+     sum(value_count) AS value_count, sum(value_sum) AS value_sum,
+     min(value_min) AS value_min, max(value_max) AS value_max
+   FROM (${rollupPartials(source, granularityMs)})
+   GROUP BY tenant_id, device_id, field, bucket`
+
+/**
+ * Migrations 5 and 6: a rollup table, its view and its backfill (see migration 5's comment).
+ *
+ * PARTITION BY (tenant, month of the bucket) so retention can drop a tenant's old months whole;
+ * toYYYYMM of a DateTime64 is right over 1900-2299. ORDER BY leads with (tenant, device, field) so
+ * "one device, these fields, a range of buckets" is a few contiguous ranges of the key.
+ * `non_replicated_deduplication_window`: with the insert setting
+ * `deduplicate_blocks_in_dependent_materialized_views` (ClickHouseTelemetryStore), a redelivered
+ * block's rollup rows carry tokens derived from the insert's and are dropped here as its
+ * `telemetry` part is there; without a window the target keeps no tokens and counts it twice.
+ */
+const rollupStatements = (db: string, table: keyof typeof rollupGranularities, view: string) => {
+  const g = rollupGranularities[table]
+  return [
+    `CREATE TABLE IF NOT EXISTS ${db}.${table} (
+      tenant_id LowCardinality(String),
+      device_id String,
+      field LowCardinality(String),
+      bucket Int64,
+      readings SimpleAggregateFunction(sum, UInt64),
+      value_count SimpleAggregateFunction(sum, UInt64),
+      value_sum SimpleAggregateFunction(sum, Float64),
+      value_min SimpleAggregateFunction(min, Float64),
+      value_max SimpleAggregateFunction(max, Float64)
+    )
+    ENGINE = AggregatingMergeTree
+    PARTITION BY (tenant_id, toYYYYMM(fromUnixTimestamp64Milli(bucket, 'UTC')))
+    ORDER BY (tenant_id, device_id, field, bucket)
+    SETTINGS non_replicated_deduplication_window = ${dedupWindow}`,
+    `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.${table}_mv TO ${db}.${table} AS ${view}`,
+    // Emptied before the backfill so that a re-run (this migration interrupted, or a rebuild)
+    // recounts everything once instead of adding to what the view and the last run counted.
+    `TRUNCATE TABLE ${db}.${table}`,
+    `INSERT INTO ${db}.${table} (tenant_id, device_id, field, bucket, readings, value_count, value_sum, value_min, value_max)
+     ${rollupStates(`${db}.telemetry FINAL`, g)}
+     SETTINGS do_not_merge_across_partitions_select_final = 1`,
+  ]
+}
 
 /** Every migration, in order. Append only. */
 export const migrations: ReadonlyArray<Migration> = [
@@ -147,6 +244,77 @@ export const migrations: ReadonlyArray<Migration> = [
       // The rows stored before the view existed. No FINAL: a duplicate changes no answer (above).
       `INSERT INTO ${db}.device_latest (tenant_id, device_id, latest, last_seen) ${latestStates(db)}`,
     ],
+  },
+  {
+    id: 4,
+    name: "telemetry and dead_letters partitioned by (tenant, month)",
+    // So retention drops a tenant's old months whole instead of rewriting its data (Retention.ts;
+    // the choice and its measurement: ClickHouseTables, bench/README.md "Retention"). A partition
+    // key cannot change in place: each table is copied into a new one and swapped (Repartition.ts).
+    statements: () => [],
+    program: (sql, db) =>
+      Effect.zipRight(
+        Repartition.repartition(sql, db, Repartition.telemetry(dedupWindow)),
+        Repartition.repartition(sql, db, Repartition.deadLetters(dedupWindow)),
+      ),
+  },
+  {
+    id: 5,
+    name: "telemetry_1m: per-minute rollups per device and numeric field",
+    // Per (tenant, device, field, minute): count, sum, min and max, enough for every aggregate
+    // function (avg = sum / count); `aggregate` reads it for intervals that are whole minutes.
+    // Exactness against the raw computation (telemetry FINAL):
+    // - A redelivered batch under its token reaches neither `telemetry` nor this table (the
+    //   table's dedup window and the insert's dependent-view dedup setting).
+    // - A replay of rows under ANOTHER token (cut into other batches, or older than the dedup
+    //   window) is stored twice: FINAL hides the copy from raw reads, but here it adds to count
+    //   and sum (min and max are unchanged). So a read checks the readings the rollup counted
+    //   in its range (`readings`) against `count()` of `telemetry FINAL` there and answers from
+    //   raw when they differ (`Aggregates.ts`): still exact, only slower, until a rebuild (this
+    //   migration's statements re-run with ingest stopped: below) recounts. Rare: the tokens
+    //   come from stream positions, and a replay re-cuts batches only after a crash or a lease
+    //   takeover. The check also catches a rollup that missed readings (the gaps below), not a
+    //   range where a missed reading and a replayed one cancel out.
+    // - Floats: sums of partial sums are the raw sum when the partials are exact (integers,
+    //   binary fractions); otherwise they may differ in the last bits (the raw sum's order is not
+    //   fixed either), and a finite sum that overflows to ±Infinity may do so in one order only.
+    //   NaN and ±Infinity otherwise agree: min and max skip NaN (NaN only if every value is), any
+    //   NaN or +Infinity with -Infinity makes the sum NaN, in any order.
+    //
+    // View, then TRUNCATE, then the backfill from `telemetry FINAL` (each stored reading once):
+    // whatever the view counted before the truncation, the backfill counts again, so a re-run
+    // of this migration (interrupted, or on purpose) leaves exactly the raw answer, which also
+    // makes re-running these statements, ingest stopped, the rebuild that clears the replay gap
+    // above. The gaps, all from ANOTHER process writing `telemetry` meanwhile (a store migrates
+    // before it inserts): an insert committed between the truncation and the backfill's read
+    // is counted by the view and the backfill; an insert that began before the view existed
+    // and committed after that read is counted by neither; two processes running this migration
+    // at once may interleave truncations and backfills and count the history twice. So migrate
+    // a server once (`sluice migrate`) with ingest stopped; the stream holds the data meanwhile.
+    statements: (db) =>
+      rollupStatements(db, "telemetry_1m", rollupStates(`${db}.telemetry`, rollupGranularities.telemetry_1m)),
+  },
+  {
+    id: 6,
+    name: "telemetry_1h: hourly rollups per device and numeric field",
+    // As migration 5, per hour; `aggregate` reads it for intervals that are whole hours. Its view
+    // folds what the minute view writes (a batch's readings already folded per minute), not the
+    // readings again, so the two cannot disagree on how a reading is folded. Hence a re-run of
+    // migration 5's backfill reaches this table too: a rebuild re-runs 5, then 6. A redelivered
+    // batch is dropped here as in telemetry_1m (the dependent-view dedup follows the chain).
+    statements: (db) =>
+      rollupStatements(
+        db,
+        "telemetry_1h",
+        `SELECT tenant_id, device_id, field, hour AS bucket, sum(readings) AS readings,
+           sum(value_count) AS value_count, sum(value_sum) AS value_sum,
+           min(value_min) AS value_min, max(value_max) AS value_max
+         FROM (
+           SELECT *, bucket - positiveModulo(bucket, ${rollupGranularities.telemetry_1h}) AS hour
+           FROM ${db}.telemetry_1m
+         )
+         GROUP BY tenant_id, device_id, field, hour`,
+      ),
   },
 ]
 
@@ -265,6 +433,60 @@ export const migrate = (client: ClickHouseClient, database: string, options: Mig
         })
       for (const statement of migration.statements(database)) {
         yield* Effect.mapError(run(statement), failed(statement))
+      }
+      if (migration.program !== undefined) {
+        const program = migration.program(
+          {
+            command: (statement, params) => Effect.mapError(run(statement, params), failed(statement)),
+            query: <A>(statement: string, params?: Record<string, unknown>) =>
+              Effect.tryPromise({
+                try: async (signal) => {
+                  const result = await client.query({
+                    query: statement,
+                    format: "JSONEachRow",
+                    abort_signal: signal,
+                    ...(params === undefined ? {} : { query_params: params }),
+                  })
+                  return result.json<A>()
+                },
+                catch: failed(statement),
+              }),
+            fail: (reason) =>
+              Effect.fail(
+                new MigrationFailed({ migration: { id: migration.id, name: migration.name }, reason }),
+              ),
+          },
+          database,
+        )
+        yield* MigrationLock.withLock(
+          {
+            tryCommand: (statement) =>
+              run(statement).pipe(
+                Effect.as(true),
+                // TABLE_ALREADY_EXISTS: another run holds the lock.
+                Effect.catchIf(
+                  (cause) => (cause as { code?: unknown } | undefined)?.code === "57",
+                  () => Effect.succeed(false),
+                ),
+                Effect.mapError(failed(statement)),
+              ),
+            command: (statement) => Effect.mapError(run(statement), failed(statement)),
+            comment: (name) =>
+              Effect.map(
+                rows<{ comment: string }>(
+                  "SELECT comment FROM system.tables WHERE database = {db:String} AND name = {name:String}",
+                  { db: database, name },
+                ),
+                (found) => found[0]?.comment,
+              ).pipe(Effect.mapError((e) => failed("SELECT comment FROM system.tables")(e.reason))),
+            fail: (reason) =>
+              Effect.fail(
+                new MigrationFailed({ migration: { id: migration.id, name: migration.name }, reason }),
+              ),
+          },
+          database,
+          program,
+        )
       }
       const record = `INSERT INTO ${table} (id, name, applied_at) SELECT {id:UInt32}, {name:String}, now64(3)`
       yield* Effect.mapError(run(record, { id: migration.id, name: migration.name }), failed(record))

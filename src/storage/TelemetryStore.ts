@@ -67,6 +67,23 @@ export interface DeviceActivity {
   readonly lastSeen: number
 }
 
+/** Where a dead letter sits in the newest-first order: the row itself names it. */
+export interface DeadLetterPosition {
+  readonly receivedAt: number
+  readonly shardId: string
+  readonly sequenceNumber: string
+}
+
+/** Which dead letters to read (every field optional). */
+export interface DeadLetterFilter {
+  /** Only those after this one in the newest-first order (keyset pagination). */
+  readonly after?: DeadLetterPosition | undefined
+  /** Only this device's. */
+  readonly deviceId?: string | undefined
+  /** Only those whose reason contains this, ignoring case. */
+  readonly reason?: string | undefined
+}
+
 /** The store failed or is unreachable; the caller retries (the stream holds the data meanwhile). */
 export class StorageUnavailable extends Schema.TaggedError<StorageUnavailable>()("StorageUnavailable", {
   operation: Schema.String,
@@ -141,6 +158,11 @@ export interface TelemetryStoreApi {
       readonly intervalMs: number
       readonly fields: ReadonlyArray<string>
       readonly fns: ReadonlyArray<AggregateFn>
+      /**
+       * Internal (tests, benchmarks; never from HTTP): "raw" computes from the readings even when
+       * a rollup could answer. Default "auto": the coarsest rollup that divides the interval.
+       */
+      readonly source?: "auto" | "raw" | undefined
     },
   ) => Effect.Effect<ReadonlyArray<AggregateBucket>, StorageUnavailable | InvalidQuery>
   /** The newest reading by device time (not by arrival). */
@@ -148,13 +170,74 @@ export interface TelemetryStoreApi {
     tenantId: string,
     deviceId: string,
   ) => Effect.Effect<Option.Option<TelemetryRow>, StorageUnavailable>
-  /** Last ingress time per device of the tenant that has stored data. */
+  /**
+   * Last ingress time per device of the tenant that has stored data, by device id. Reads every
+   * device of the tenant: the device list uses `lastSeen` and `seenSince` instead.
+   */
   readonly activity: (tenantId: string) => Effect.Effect<ReadonlyArray<DeviceActivity>, StorageUnavailable>
-  /** The tenant's dead letters, newest first. */
+  /** How many of the tenant's devices were last heard from at or after `since` (epoch ms). */
+  readonly countSeenSince: (
+    tenantId: string,
+    since: number,
+  ) => Effect.Effect<number, StorageUnavailable | InvalidQuery>
+  /** Last ingress time of those of `deviceIds` (at most `maxPageSize`) that have stored data. */
+  readonly lastSeen: (
+    tenantId: string,
+    deviceIds: ReadonlyArray<string>,
+  ) => Effect.Effect<ReadonlyMap<string, number>, StorageUnavailable | InvalidQuery>
+  /**
+   * Devices last heard from at or after `since` (epoch ms), by device id ascending: ids after
+   * `after`, starting with `prefix`, at most `limit` (1..`maxPageSize`) of them.
+   */
+  readonly seenSince: (
+    tenantId: string,
+    query: {
+      readonly since: number
+      readonly after?: string | undefined
+      readonly prefix?: string | undefined
+      readonly limit: number
+    },
+  ) => Effect.Effect<ReadonlyArray<DeviceActivity>, StorageUnavailable | InvalidQuery>
+  /**
+   * The tenant's dead letters, newest first (by arrival, then stream position), at most `limit`:
+   * those strictly after `filter.after` in that order, of device `filter.deviceId`, whose reason
+   * contains `filter.reason` (case-insensitive).
+   */
   readonly deadLetters: (
     tenantId: string,
     limit: number,
+    filter?: DeadLetterFilter,
   ) => Effect.Effect<ReadonlyArray<DeadLetter>, StorageUnavailable | InvalidQuery>
+  /**
+   * Drops, per policy, the tenant's data wholly older than `now` minus its retention: raw readings
+   * and dead letters by `rawRetentionDays`, rollups by `rollupRetentionDays`. Whole months go
+   * (`Retention.ts`), so data is removed up to a month after it expires. Idempotent.
+   */
+  readonly expire: (
+    now: number,
+    policies: ReadonlyArray<RetentionPolicy>,
+  ) => Effect.Effect<ReadonlyArray<DroppedPartition>, StorageUnavailable>
+  /** Drops every stored row of the tenant, in every table. Idempotent. */
+  readonly dropTenant: (
+    tenantId: string,
+  ) => Effect.Effect<ReadonlyArray<DroppedPartition>, StorageUnavailable>
+}
+
+/** How long a tenant's data is kept, in days; absent = forever. */
+export interface RetentionPolicy {
+  readonly tenantId: string
+  readonly rawRetentionDays?: number | undefined
+  readonly rollupRetentionDays?: number | undefined
+}
+
+/** One partition dropped: a table, its tenant and the partition as ClickHouse names it. */
+export interface DroppedPartition {
+  readonly table: string
+  readonly tenantId: string
+  /** e.g. `('acme',202601)`. */
+  readonly partition: string
+  readonly rows: number
+  readonly bytes: number
 }
 
 /** The TelemetryStore service. Backend: `ClickHouseTelemetryStore` (chDB in-process or a server). */

@@ -74,6 +74,8 @@ export const editFromConfig = (draft: Draft, config: PlatformConfig): ReadonlyAr
     draft.tenants.set(t.id, {
       id: t.id,
       ...(t.max_messages_per_second === undefined ? {} : { maxMessagesPerSecond: t.max_messages_per_second }),
+      ...(t.raw_retention_days === undefined ? {} : { rawRetentionDays: t.raw_retention_days }),
+      ...(t.rollup_retention_days === undefined ? {} : { rollupRetentionDays: t.rollup_retention_days }),
       source: CONFIG,
     })
   }

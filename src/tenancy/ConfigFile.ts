@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url"
 import { Config, Effect, Either, ParseResult, Schema } from "effect"
 import { type Document, isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml"
 import * as DeviceClass from "./DeviceClass.js"
-import { PlatformConfig } from "./PlatformConfig.js"
+import { PlatformConfig, retentionProblem } from "./PlatformConfig.js"
 
 /** One problem: where in the file (a path like `devices[2].class`, and the line when known) and why. */
 export const ConfigProblem = Schema.Struct({
@@ -188,6 +188,8 @@ export const check = (config: PlatformConfig): ReadonlyArray<{ path: Path; reaso
   for (const [k, key] of (config.operator_keys ?? []).entries()) secrets(key, ["operator_keys", k], true)
   for (const [t, tenant] of config.tenants.entries()) {
     tenantIds(tenant.id, ["tenants", t, "id"])
+    const retention = retentionProblem(tenant.raw_retention_days, tenant.rollup_retention_days)
+    if (retention !== undefined) add(["tenants", t, "rollup_retention_days"], retention)
     for (const [k, key] of tenant.api_keys.entries()) secrets(key, ["tenants", t, "api_keys", k], true)
     for (const [k, key] of (tenant.read_keys ?? []).entries())
       secrets(key, ["tenants", t, "read_keys", k], true)

@@ -40,6 +40,18 @@ const oneOf = (literals: ReadonlyArray<string>) => ({
   }),
 })
 
+/** The most days a retention may be: 100 years (unset means forever). */
+export const maxRetentionDays = 36_500
+
+/** A retention in whole days, 1 to `maxRetentionDays`. */
+export const RetentionDays = Schema.Number.pipe(
+  Schema.filter(
+    (n) =>
+      (Number.isInteger(n) && n >= 1 && n <= maxRetentionDays) ||
+      `must be a whole number of days from 1 to ${maxRetentionDays}, got ${n} (leave it unset to keep forever)`,
+  ),
+)
+
 const ApiKey = Secret.pipe(Schema.minLength(16, { message: () => "API keys need 16+ characters" }))
 
 /** A tenant and the API keys that read its data. */
@@ -56,8 +68,32 @@ export const TenantConfig = Schema.Struct({
   max_messages_per_second: Schema.optional(
     Schema.Number.pipe(Schema.positive({ message: () => "must be a positive number" })),
   ),
+  /**
+   * Days raw readings and dead letters are kept, counted from device time; unset = forever. Whole
+   * months are dropped, so data goes up to a month after it expires (`src/storage/Retention.ts`).
+   */
+  raw_retention_days: Schema.optional(RetentionDays),
+  /** Days the rollups are kept; unset = forever. At least `raw_retention_days`. */
+  rollup_retention_days: Schema.optional(RetentionDays),
 }).annotations({ identifier: "TenantConfig" })
 export type TenantConfig = typeof TenantConfig.Type
+
+/**
+ * What is wrong with a tenant's pair of retentions (each already a valid `RetentionDays`), or
+ * undefined. Rollups summarise the raw readings, so they may not go before them.
+ */
+export const retentionProblem = (
+  rawDays: number | undefined,
+  rollupDays: number | undefined,
+): string | undefined =>
+  rollupDays === undefined
+    ? undefined
+    : rawDays === undefined
+      ? `rollup_retention_days (${rollupDays}) would drop rollups before the raw readings, which are kept forever ` +
+        "without raw_retention_days: set raw_retention_days to at most it, or leave rollup_retention_days unset"
+      : rollupDays < rawDays
+        ? `rollup_retention_days (${rollupDays}) must be at least raw_retention_days (${rawDays})`
+        : undefined
 
 /** Unit conversions a field may apply (from the device's unit to the stored unit). */
 const unitConversions = [

@@ -27,6 +27,10 @@ export interface RegTenant {
   readonly id: string
   /** Ingest quota, messages per second over MQTT and HTTP together; unset = none. */
   readonly maxMessagesPerSecond?: number | undefined
+  /** Days raw readings (and dead letters) are kept; unset = forever. See `src/storage/Retention.ts`. */
+  readonly rawRetentionDays?: number | undefined
+  /** Days rollups are kept; unset = forever. Never shorter than `rawRetentionDays`. */
+  readonly rollupRetentionDays?: number | undefined
   readonly source: Source
 }
 

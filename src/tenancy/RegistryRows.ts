@@ -39,6 +39,8 @@ const Source = Schema.Literal("config", "api")
 const TenantBody = Schema.Struct({
   id: Schema.String,
   maxMessagesPerSecond: Schema.optional(Schema.Number),
+  rawRetentionDays: Schema.optional(Schema.Number),
+  rollupRetentionDays: Schema.optional(Schema.Number),
   source: Source,
 })
 const ApiKeyBody = Schema.Struct({

@@ -11,12 +11,18 @@
  * - a certificate authority's or claim's tenant exists, and its class (a CA's default class, a
  *   claim's class) exists and is the tenant's own or a shared one; a CA that registers devices
  *   just in time names a default class;
- * - removing a tenant removes its keys, its devices, its own classes, its CAs and its claims.
+ * - removing a tenant removes its keys, its devices, its own classes, its CAs and its claims;
+ * - a tenant's retentions are whole days from 1 to 36,500, and rollups are kept at least as long
+ *   as raw readings.
  *
  * Readers catch up with `applyChanges`.
  */
+import { Either, Schema } from "effect"
+import { maxRetentionDays, RetentionDays, retentionProblem } from "./PlatformConfig.js"
 import type { Changes, Kind, Mutation, RegistryState, Row } from "./Registry.js"
 import { Mutation as M, rowId } from "./Registry.js"
+
+const decodeRetention = Schema.decodeUnknownEither(RetentionDays)
 
 /** JSON with sorted keys: equality of rows regardless of the order their fields were written in. */
 export const canonical = (value: unknown): string =>
@@ -107,6 +113,23 @@ export class Draft {
   /** Every rule the draft breaks (empty: it may be committed). */
   check(): ReadonlyArray<RuleError> {
     const errors: Array<RuleError> = []
+    for (const [id, t] of this.tenants) {
+      // The API and the file decode these already; this guards every writer, the same way.
+      for (const [field, days] of [
+        ["raw_retention_days", t.rawRetentionDays],
+        ["rollup_retention_days", t.rollupRetentionDays],
+      ] as const) {
+        if (days !== undefined && Either.isLeft(decodeRetention(days))) {
+          errors.push({
+            kind: "tenant",
+            id,
+            reason: `${field} must be a whole number of days from 1 to ${maxRetentionDays}, got ${days}`,
+          })
+        }
+      }
+      const problem = retentionProblem(t.rawRetentionDays, t.rollupRetentionDays)
+      if (problem !== undefined) errors.push({ kind: "tenant", id, reason: problem })
+    }
     for (const [hash, key] of this.apiKeys) {
       if (key.role === "operator" ? key.tenantId !== null : !this.tenants.has(key.tenantId ?? "")) {
         errors.push({

@@ -39,6 +39,25 @@ export interface Device {
 
 export interface Tenant {
   readonly tenantId: string
+  /** Days raw readings are kept (`src/storage/Retention.ts`); unset = forever. */
+  readonly rawRetentionDays?: number | undefined
+  /** Days rollups are kept; unset = forever. */
+  readonly rollupRetentionDays?: number | undefined
+}
+
+/** A device as the device list shows it. */
+export interface IndexedDevice extends Device {
+  readonly enabled: boolean
+}
+
+/**
+ * A tenant's devices sorted by id, whole and per class: a page of the device list is a binary
+ * search and a slice of one of these. Ids compare by UTF-16 code unit, which for the ASCII the id
+ * pattern allows is ClickHouse's byte order, so the list and the store page alike.
+ */
+export interface DeviceIndex {
+  readonly all: ReadonlyArray<IndexedDevice>
+  readonly byClass: ReadonlyMap<string, ReadonlyArray<IndexedDevice>>
 }
 
 /** A tenant's certificate authority with its certificate parsed. */
@@ -67,6 +86,8 @@ export interface TenancyApi {
   readonly deviceById: (deviceId: string) => Option.Option<Device>
   /** The tenant's devices. */
   readonly devices: (tenantId: string) => ReadonlyArray<Device>
+  /** The tenant's devices sorted by id, built on first use once per registry revision. */
+  readonly deviceIndex: (tenantId: string) => DeviceIndex
   /** A device class's current definition (its newest version) by name. */
   readonly deviceClass: (name: string) => Option.Option<DeviceClassConfig>
   /** A device class's newest version, with its number. */
@@ -112,6 +133,8 @@ interface Snapshot {
   readonly authorities: ReadonlyArray<TenantAuthority>
   /** Tenants with at least one certificate authority. */
   readonly authorityTenants: ReadonlySet<string>
+  /** `deviceIndex` per tenant, filled on first use: a tenant nobody lists costs nothing. */
+  readonly sorted: Map<string, DeviceIndex>
 }
 
 /** Parsed certificates, by row: a row is parsed once, whatever the revisions it lives through. */
@@ -159,11 +182,42 @@ const index = (state: RegistryState): Snapshot => {
     state,
     byCredential,
     byTenant,
-    tenants: [...state.tenants.keys()].map((tenantId) => ({ tenantId })),
+    tenants: [...state.tenants.values()].map((t) => ({
+      tenantId: t.id,
+      rawRetentionDays: t.rawRetentionDays,
+      rollupRetentionDays: t.rollupRetentionDays,
+    })),
     expiring,
     authorities,
     authorityTenants: new Set(authorities.map((a) => a.tenantId)),
+    sorted: new Map(),
   }
+}
+
+const sortedIndex = (snapshot: Snapshot, tenantId: string): DeviceIndex => {
+  let found = snapshot.sorted.get(tenantId)
+  if (found === undefined) {
+    // Fields spelled out, not spread: one object shape, several times faster to build at 100,000.
+    const all = (snapshot.byTenant.get(tenantId) ?? [])
+      .map(
+        (d): IndexedDevice => ({
+          tenantId: d.tenantId,
+          deviceId: d.deviceId,
+          deviceClass: d.deviceClass,
+          enabled: snapshot.state.devices.get(d.deviceId)?.enabled ?? false,
+        }),
+      )
+      .sort((a, b) => (a.deviceId < b.deviceId ? -1 : a.deviceId > b.deviceId ? 1 : 0))
+    const byClass = new Map<string, Array<IndexedDevice>>()
+    for (const d of all) {
+      const list = byClass.get(d.deviceClass)
+      if (list === undefined) byClass.set(d.deviceClass, [d])
+      else list.push(d)
+    }
+    found = { all, byClass }
+    snapshot.sorted.set(tenantId, found)
+  }
+  return found
 }
 
 /** Whether `hash` opens `device` now: enabled, and a credential with that hash not expired. */
@@ -229,6 +283,7 @@ const make = (current: () => Snapshot, quotas: Quotas, watch: TenancyApi["watch"
       ),
     deviceById: (deviceId) => Option.map(device(deviceId), toDevice),
     devices: (tenantId) => current().byTenant.get(tenantId) ?? [],
+    deviceIndex: (tenantId) => sortedIndex(current(), tenantId),
     deviceClass: (name) =>
       Option.map(
         Option.fromNullable(current().state.classes.get(name)?.versions.at(-1)),

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, layer, it as test } from "@effect/vitest"
 import { Effect, Option } from "effect"
+import { TelemetryStore } from "../../src/storage/TelemetryStore.js"
 import type { PlatformConfig } from "../../src/tenancy/PlatformConfig.js"
 import { emptyState, Registry } from "../../src/tenancy/Registry.js"
 import { Draft } from "../../src/tenancy/RegistryState.js"
@@ -247,6 +248,91 @@ layer(TestAdmin, { timeout: 180_000, excludeTestServices: true })("admin API", (
         )
         const t = yield* tenancy
         expect(Option.isNone(t.device("tenant-new", "new-dev-1"))).toBe(true)
+      }),
+  )
+
+  it.effect(
+    "operator: a tenant's retentions are set, changed and checked; deleting a tenant deletes its stored data",
+    () =>
+      Effect.gen(function* () {
+        const created = yield* call("POST", "/v1/tenants", {
+          key: OPERATOR,
+          json: { id: "tenant-kept", raw_retention_days: 30, rollup_retention_days: 365 },
+        })
+        expect(created.status).toBe(201)
+        expect(created.json).toMatchObject({ raw_retention_days: 30, rollup_retention_days: 365 })
+
+        // Refusals name the field: not whole days, rollups shorter than raw, rollups with raw kept forever.
+        const fractional = yield* call("POST", "/v1/tenants", {
+          key: OPERATOR,
+          json: { id: "t-x", raw_retention_days: 0.5 },
+        })
+        expect(fractional.status).toBe(400)
+        expect(fractional.json.problems).toEqual([
+          {
+            field: "raw_retention_days",
+            reason:
+              "must be a whole number of days from 1 to 36500, got 0.5 (leave it unset to keep forever)",
+          },
+        ])
+        for (const json of [
+          { id: "t-y", raw_retention_days: 30, rollup_retention_days: 7 },
+          { id: "t-y", rollup_retention_days: 7 },
+        ]) {
+          const shorter = yield* call("POST", "/v1/tenants", { key: OPERATOR, json })
+          expect(shorter.status).toBe(400)
+          expect(shorter.json.problems[0].field).toBe("rollup_retention_days")
+        }
+
+        // PATCH: a value sets, null unsets, absent keeps; checked against the merged result.
+        const patched = yield* call("PATCH", "/v1/tenants/tenant-kept", {
+          key: OPERATOR,
+          json: { raw_retention_days: 7, max_messages_per_second: 20 },
+        })
+        expect(patched.status).toBe(200)
+        expect(patched.json).toEqual({
+          id: "tenant-kept",
+          max_messages_per_second: 20,
+          raw_retention_days: 7,
+          rollup_retention_days: 365,
+          source: "api",
+          devices: 0,
+        })
+        const raise = yield* call("PATCH", "/v1/tenants/tenant-kept", {
+          key: OPERATOR,
+          json: { raw_retention_days: 400 },
+        })
+        expect(raise.status).toBe(400)
+        expect(raise.json.message).toContain("must be at least raw_retention_days (400)")
+        const unset = yield* call("PATCH", "/v1/tenants/tenant-kept", {
+          key: OPERATOR,
+          json: { rollup_retention_days: null, max_messages_per_second: null },
+        })
+        expect(unset.json).toEqual({ id: "tenant-kept", raw_retention_days: 7, source: "api", devices: 0 })
+        const row = (yield* Effect.flatMap(Registry, (r) => r.load)).tenants.get("tenant-kept")
+        expect(row).toEqual({ id: "tenant-kept", rawRetentionDays: 7, source: "api" })
+        expect((yield* call("PATCH", "/v1/tenants/tenant-b", { key: OPERATOR, json: {} })).status).toBe(409)
+        expect((yield* call("PATCH", "/v1/tenants/nobody", { key: OPERATOR, json: {} })).status).toBe(404)
+        expect((yield* call("PATCH", "/v1/tenants/tenant-kept", { key: ADMIN_A, json: {} })).status).toBe(403)
+
+        // Its stored data, and another tenant's, then the delete: only its data goes.
+        const store = yield* TelemetryStore
+        const row1 = (tenantId: string) => ({
+          tenantId,
+          deviceId: "d1",
+          deviceClass: "climate",
+          msgId: "m1",
+          ts: Date.UTC(2026, 0, 1),
+          receivedAt: Date.UTC(2026, 0, 1),
+          values: { temperature: 20 },
+        })
+        yield* store.insert([row1("tenant-kept"), row1("tenant-a")], "retention-delete")
+        expect(Option.isSome(yield* store.latest("tenant-kept", "d1"))).toBe(true)
+        expect((yield* call("DELETE", "/v1/tenants/tenant-kept", { key: OPERATOR })).status).toBe(204)
+        const range = { from: 0, to: Date.UTC(2027, 0, 1) }
+        expect((yield* store.history("tenant-kept", "d1", range, { limit: 10 })).rows).toEqual([])
+        expect(yield* store.latest("tenant-kept", "d1")).toEqual(Option.none())
+        expect((yield* store.history("tenant-a", "d1", range, { limit: 10 })).rows).toHaveLength(1)
       }),
   )
 

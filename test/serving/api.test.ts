@@ -43,7 +43,9 @@ layer(TestServing, { timeout: 120_000 })("serving REST API", (it) => {
       expect(devices.find((d) => d.deviceId === "a-1")).toEqual({
         deviceId: "a-1",
         deviceClass: "climate",
+        enabled: true,
         lastSeen: t0 + 777,
+        online: false, // t0 is long past the online window
       })
       expect(devices.find((d) => d.deviceId === "a-idle")?.lastSeen).toBeNull()
       const b = (yield* getAs(keyB, "/v1/devices")).json as { devices: Array<{ deviceId: string }> }

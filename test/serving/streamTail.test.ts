@@ -110,6 +110,11 @@ const acceptingStore = Layer.succeed(
     aggregate: () => Effect.dieMessage("unused"),
     latest: () => Effect.dieMessage("unused"),
     activity: () => Effect.dieMessage("unused"),
+    expire: () => Effect.dieMessage("unused"),
+    dropTenant: () => Effect.dieMessage("unused"),
+    lastSeen: () => Effect.dieMessage("unused"),
+    seenSince: () => Effect.dieMessage("unused"),
+    countSeenSince: () => Effect.dieMessage("unused"),
     deadLetters: () => Effect.dieMessage("unused"),
   }),
 )

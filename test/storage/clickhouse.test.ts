@@ -382,7 +382,7 @@ describe("ClickHouseTelemetryStore on chDB", () => {
         expect(yield* historyOf(first)).toHaveLength(1)
         const [table] = yield* raw(`SHOW CREATE TABLE ${database}.telemetry`)
         expect(String(table?.statement)).toMatch(
-          /PARTITION BY tenant_id\s+ORDER BY \(tenant_id, device_id, ts, msg_id\)/,
+          /PARTITION BY \(tenant_id, toYYYYMM\(ts\)\)\s+ORDER BY \(tenant_id, device_id, ts, msg_id\)/,
         )
         expect(String(table?.statement)).toContain("non_replicated_deduplication_window = 10000")
         expect(String(table?.statement)).toContain("fsync_after_insert = 1")

@@ -5,16 +5,16 @@
  * a database per test) and, for the upgrade, on the ClickHouse HTTP peer.
  */
 import { mkdtempSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { hostname, tmpdir } from "node:os"
 import { join } from "node:path"
 import { type ClickHouseClient, createClient } from "@clickhouse/client"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Effect, Either } from "effect"
+import { Effect, Either, Option } from "effect"
 import { encodeDeadLetter, encodeRow } from "../../src/storage/ClickHouseTables.js"
 import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
 import * as Migrations from "../../src/storage/Migrations.js"
 import type { ClickHouseConfig } from "../../src/storage/StorageConfig.js"
-import { type DeadLetter, TelemetryStore } from "../../src/storage/TelemetryStore.js"
+import { type DeadLetter, type TelemetryRow, TelemetryStore } from "../../src/storage/TelemetryStore.js"
 import { type ClickHouseHttpPeer, startClickHouseHttpPeer } from "../support/clickhouseHttpPeer.js"
 import { everyValueType, historyOf, reading, t0 } from "./fixtures.js"
 
@@ -54,6 +54,8 @@ const recorded = (client: ClickHouseClient, database: string) =>
   )
 
 const byId = (id: number) => Migrations.migrations.find((m) => m.id === id)!
+const allIds = Migrations.migrations.map((m) => m.id)
+const newest = allIds.at(-1)!
 
 const letters: ReadonlyArray<DeadLetter> = [
   {
@@ -116,18 +118,14 @@ const upgradesAnOldInstallation = (config: ClickHouseConfig) =>
       yield* store.insert([versioned], "new-row")
       expect(yield* historyOf(store)).toEqual([rows[0], rows[1], versioned])
     }).pipe(Effect.provide(ClickHouseTelemetryStore.layerWith(config)))
-    expect(yield* recorded(client, db)).toEqual([
-      [1, byId(1).name],
-      [2, byId(2).name],
-      [3, byId(3).name],
-    ])
+    expect(yield* recorded(client, db)).toEqual(Migrations.migrations.map((m) => [m.id, m.name]))
 
     // Started again: nothing pending, nothing recorded twice, everything still there.
     yield* Effect.gen(function* () {
       const store = yield* TelemetryStore
       expect(yield* historyOf(store)).toEqual([rows[0], rows[1], versioned])
     }).pipe(Effect.provide(ClickHouseTelemetryStore.layerWith(config)))
-    expect(yield* recorded(client, db)).toHaveLength(3)
+    expect(yield* recorded(client, db)).toHaveLength(newest)
   })
 
 describe("schema migrations on chDB", () => {
@@ -154,7 +152,7 @@ describe("schema migrations on chDB", () => {
         yield* store.insert([row], "r")
         expect(yield* historyOf(store)).toEqual([row])
       }).pipe(Effect.provide(ClickHouseTelemetryStore.layerWith(config)))
-      expect((yield* recorded(client, config.database)).map(([id]) => id)).toEqual([1, 2, 3])
+      expect((yield* recorded(client, config.database)).map(([id]) => id)).toEqual(allIds)
     }),
   )
 
@@ -170,7 +168,7 @@ describe("schema migrations on chDB", () => {
       const result = yield* Effect.either(Effect.scoped(ClickHouseTelemetryStore.make(config)))
       expect(Either.isLeft(result) && result.left).toMatchObject({ _tag: "MigrationFailed" })
       expect(Either.isLeft(result) && result.left.message).toBe(
-        "the database from_the_future is at schema 999, newer than this Sluice (3): upgrade Sluice",
+        `the database from_the_future is at schema 999, newer than this Sluice (${newest}): upgrade Sluice`,
       )
     }),
   )
@@ -181,7 +179,7 @@ describe("schema migrations on chDB", () => {
       const db = config.database
       const client = yield* clientOf(config)
       const broken: Migrations.Migration = {
-        id: 4,
+        id: newest + 1,
         name: "broken on purpose",
         statements: (d) => [
           `ALTER TABLE ${d}.telemetry ADD COLUMN IF NOT EXISTS extra UInt8 DEFAULT 0`,
@@ -194,20 +192,20 @@ describe("schema migrations on chDB", () => {
       const error = Either.isLeft(result) ? result.left : undefined
       expect(error).toMatchObject({
         _tag: "MigrationFailed",
-        migration: { id: 4, name: "broken on purpose" },
+        migration: { id: newest + 1, name: "broken on purpose" },
         statement: `ALTER TABLE ${db}.no_such_table ADD COLUMN IF NOT EXISTS x UInt8`,
       })
-      expect(error?.message).toContain("schema migration 4 (broken on purpose) failed")
+      expect(error?.message).toContain(`schema migration ${newest + 1} (broken on purpose) failed`)
       expect(error?.message).toContain(`statement: ALTER TABLE ${db}.no_such_table`)
       // The server's own words: "Could not find table: no_such_table" (chDB 3.4).
       expect(error?.message).toMatch(/\nserver: .*no_such_table/)
-      expect((yield* recorded(client, db)).map(([id]) => id)).toEqual([1, 2, 3])
+      expect((yield* recorded(client, db)).map(([id]) => id)).toEqual(allIds)
 
       // Fixed, it runs again from its first statement, which is idempotent, and is recorded.
       const fixed: Migrations.Migration = { ...broken, statements: (d) => broken.statements(d).slice(0, 1) }
       const again = yield* Migrations.migrate(client, db, { migrations: [...Migrations.migrations, fixed] })
-      expect(again.pending.map((m) => m.id)).toEqual([4])
-      expect((yield* recorded(client, db)).map(([id]) => id)).toEqual([1, 2, 3, 4])
+      expect(again.pending.map((m) => m.id)).toEqual([newest + 1])
+      expect((yield* recorded(client, db)).map(([id]) => id)).toEqual([...allIds, newest + 1])
     }),
   )
 
@@ -217,11 +215,11 @@ describe("schema migrations on chDB", () => {
       const client = yield* clientOf(config)
       const planned = yield* Migrations.migrate(client, config.database, { dryRun: true })
       expect(planned).toMatchObject({ from: 0 })
-      expect(planned.pending.map((m) => m.id)).toEqual([1, 2, 3])
+      expect(planned.pending.map((m) => m.id)).toEqual(allIds)
       expect(yield* select(client, "SELECT name FROM system.databases WHERE name = 'dry_run'")).toEqual([])
       yield* Migrations.migrate(client, config.database)
       const after = yield* Migrations.migrate(client, config.database, { dryRun: true })
-      expect(after).toEqual({ from: 3, pending: [] })
+      expect(after).toEqual({ from: newest, pending: [] })
     }),
   )
 
@@ -234,11 +232,207 @@ describe("schema migrations on chDB", () => {
         { concurrency: "unbounded" },
       )
       const ids = (yield* recorded(client, config.database)).map(([id]) => id)
-      expect([...new Set(ids)]).toEqual([1, 2, 3])
+      expect([...new Set(ids)]).toEqual(allIds)
       expect(yield* Migrations.migrate(client, config.database, { dryRun: true })).toEqual({
-        from: 3,
+        from: newest,
         pending: [],
       })
+    }),
+  )
+})
+
+const upTo3 = Migrations.migrations.filter((m) => m.id <= 3)
+
+/** Every row of a table as reads see it (FINAL: a merge may drop a duplicate any time), in order. */
+const dump = (client: ClickHouseClient, db: string, table: string) =>
+  Effect.map(
+    select(
+      client,
+      table === "device_latest"
+        ? `SELECT tenant_id, device_id, toString(finalizeAggregation(latest)) AS latest,
+             toString(finalizeAggregation(last_seen)) AS last_seen FROM ${db}.${table} ORDER BY ALL`
+        : `SELECT * FROM ${db}.${table} FINAL ORDER BY ALL`,
+    ),
+    (rows) => JSON.stringify(rows),
+  )
+
+const partitionKeys = (client: ClickHouseClient, db: string) =>
+  select(
+    client,
+    `SELECT name, partition_key FROM system.tables WHERE database = '${db}'
+     AND name IN ('telemetry', 'dead_letters', 'telemetry_repartition', 'dead_letters_repartition') ORDER BY name`,
+  )
+
+const day = 86_400_000
+/** Two tenants, two devices, readings over three months, one stored twice (a redelivery past its token). */
+const history = [
+  ...[0, 1, 2, 40, 41, 75].map((d) => reading(t0 + d * day, { values: { t: d, on: d % 2 === 0 } })),
+  reading(t0 + 3 * day, { deviceId: "d2", values: { t: -1 } }),
+  reading(t0 + 5 * day, { tenantId: "globex", values: { t: 5, label: "x" } }),
+]
+/** Rows by 30-day bucket from 1970, in time order (the rows are sorted). */
+const bucketsOf = (rows: ReadonlyArray<TelemetryRow>) => {
+  const buckets = new Map<number, Array<TelemetryRow>>()
+  for (const r of rows) {
+    const start = r.ts - (r.ts % (30 * day))
+    buckets.set(start, [...(buckets.get(start) ?? []), r])
+  }
+  return [...buckets.values()]
+}
+const insertRaw = (client: ClickHouseClient, db: string, rows: ReadonlyArray<TelemetryRow>, token: string) =>
+  Effect.promise(() =>
+    client.insert({
+      table: `${db}.telemetry`,
+      values: rows.map(encodeRow),
+      format: "JSONEachRow",
+      clickhouse_settings: { insert_deduplication_token: token },
+    }),
+  )
+
+describe("migration 4: telemetry and dead_letters repartitioned by (tenant, month)", () => {
+  it.scoped(
+    "upgrades today's schema with data in place: every read identical, key changed, the view firing",
+    () =>
+      Effect.gen(function* () {
+        const config = chdb("upgrade_to_4")
+        const db = config.database
+        const client = yield* clientOf(config)
+        yield* Migrations.migrate(client, db, { migrations: upTo3 })
+        yield* insertRaw(client, db, history, "a")
+        yield* insertRaw(client, db, [history[1]!], "b") // the duplicate
+        yield* Effect.promise(() =>
+          client.insert({
+            table: `${db}.dead_letters`,
+            values: [...letters, { ...letters[0]!, tenantId: "globex", sequenceNumber: "9" }].map(
+              encodeDeadLetter,
+            ),
+            format: "JSONEachRow",
+            clickhouse_settings: { insert_deduplication_token: "l" },
+          }),
+        )
+        // A copy stopped half way before its swap: junk the next run must not keep.
+        yield* command(client, `CREATE TABLE ${db}.telemetry_repartition AS ${db}.telemetry`)
+        yield* Effect.promise(() =>
+          client.insert({
+            table: `${db}.telemetry_repartition`,
+            values: [encodeRow(reading(t0 + 9 * day, { msgId: "junk" }))],
+            format: "JSONEachRow",
+          }),
+        )
+
+        const rawBefore = yield* dump(client, db, "telemetry")
+        const lettersBefore = yield* dump(client, db, "dead_letters")
+        const latestBefore = yield* dump(client, db, "device_latest")
+
+        const range = { from: t0 - day, to: t0 + 100 * day }
+        const aggregateQuery = {
+          intervalMs: 30 * day,
+          fields: ["t", "on"],
+          fns: ["count", "sum", "min"] as const,
+        }
+        const acmeD1 = history.filter((r) => r.tenantId === "acme" && r.deviceId === "d1")
+        yield* Effect.gen(function* () {
+          const store = yield* TelemetryStore
+          expect(
+            yield* store.history("acme", "d1", range, { limit: 100 }).pipe(Effect.map((p) => p.rows)),
+          ).toEqual(acmeD1)
+          expect(
+            yield* store.history("acme", "d2", range, { limit: 100 }).pipe(Effect.map((p) => p.rows)),
+          ).toEqual([history[6]])
+          expect(
+            yield* store.history("globex", "d1", range, { limit: 100 }).pipe(Effect.map((p) => p.rows)),
+          ).toEqual([history[7]])
+          expect(yield* store.latest("acme", "d1")).toEqual(Option.some(acmeD1.at(-1)))
+          expect(yield* store.latest("globex", "d1")).toEqual(Option.some(history[7]))
+          expect((yield* store.activity("acme")).map((a) => a.deviceId)).toEqual(["d1", "d2"])
+          // The duplicate is counted once, as before: 30-day buckets from 1970 hold days 0-2, 40-41, 75.
+          const buckets = yield* store.aggregate("acme", "d1", range, {
+            ...aggregateQuery,
+            fns: [...aggregateQuery.fns],
+            source: "raw",
+          })
+          expect(buckets.map((b) => b.values.count_t)).toEqual(bucketsOf(acmeD1).map((rows) => rows.length))
+          expect(buckets.map((b) => b.values.sum_t)).toEqual(
+            bucketsOf(acmeD1).map((rows) => rows.reduce((n, r) => n + Number(r.values.t), 0)),
+          )
+          expect(yield* store.deadLetters("acme", 10)).toEqual(letters)
+          expect((yield* store.deadLetters("globex", 10)).map((l) => l.sequenceNumber)).toEqual(["9"])
+
+          // The tables hold exactly what they held, under the new keys.
+          expect(yield* dump(client, db, "telemetry")).toBe(rawBefore)
+          expect(yield* dump(client, db, "dead_letters")).toBe(lettersBefore)
+          expect(yield* dump(client, db, "device_latest")).toBe(latestBefore)
+          expect(yield* partitionKeys(client, db)).toEqual([
+            { name: "dead_letters", partition_key: "(tenant_id, toYYYYMM(received_at))" },
+            { name: "telemetry", partition_key: "(tenant_id, toYYYYMM(ts))" },
+          ])
+          const months = yield* select(
+            client,
+            `SELECT DISTINCT partition FROM system.parts WHERE database = '${db}' AND table = 'telemetry' AND active ORDER BY partition`,
+          )
+          expect(months.map((r) => r.partition)).toEqual([
+            "('acme',202501)",
+            "('acme',202502)",
+            "('acme',202503)",
+            "('globex',202501)",
+          ])
+
+          // device_latest_mv still fires: a newer reading through the store is the latest.
+          const newer = reading(t0 + 90 * day, { msgId: "after" })
+          yield* store.insert([newer], "after-upgrade")
+          expect(yield* store.latest("acme", "d1")).toEqual(Option.some(newer))
+        }).pipe(Effect.provide(ClickHouseTelemetryStore.layerWith(config)))
+        expect((yield* recorded(client, db)).map(([id]) => id)).toEqual(allIds)
+      }),
+  )
+
+  it.scoped("a run stopped after its swap completes on the next start, the old table's rows kept", () =>
+    Effect.gen(function* () {
+      const config = chdb("stopped_after_swap")
+      const db = config.database
+      const client = yield* clientOf(config)
+      const upTo4 = Migrations.migrations.filter((m) => m.id <= 4)
+      yield* Migrations.migrate(client, db, { migrations: upTo4 })
+      const copied = reading(t0, { msgId: "copied" })
+      yield* insertRaw(client, db, [copied], "copied")
+      // The state of a stop between the swap and the drop: the old table (tenant-partitioned)
+      // under the spare's name, holding a row that reached it after the copy, and 4 unrecorded.
+      yield* command(
+        client,
+        `CREATE TABLE ${db}.telemetry_repartition AS ${db}.telemetry ENGINE = ReplacingMergeTree
+         PARTITION BY tenant_id ORDER BY (tenant_id, device_id, ts, msg_id)`,
+      )
+      const late = reading(t0 + 1, { msgId: "late" })
+      yield* Effect.promise(() =>
+        client.insert({
+          table: `${db}.telemetry_repartition`,
+          values: [copied, late].map(encodeRow),
+          format: "JSONEachRow",
+        }),
+      )
+      yield* command(
+        client,
+        `ALTER TABLE ${db}.schema_migrations DELETE WHERE id = 4 SETTINGS mutations_sync = 2`,
+      )
+      // The killed run's lock (this host; a container restarts as the same pid): taken over.
+      yield* command(
+        client,
+        `CREATE TABLE ${db}.schema_migration_lock (held UInt8) ENGINE = Memory
+         COMMENT '${JSON.stringify({ host: hostname(), pid: process.pid })}'`,
+      )
+
+      const again = yield* Migrations.migrate(client, db, { migrations: upTo4 })
+      expect(again.pending.map((m) => m.id)).toEqual([4])
+      expect(yield* select(client, `SHOW TABLES FROM ${db} LIKE '%lock%'`)).toEqual([])
+      expect(yield* partitionKeys(client, db)).toEqual([
+        { name: "dead_letters", partition_key: "(tenant_id, toYYYYMM(received_at))" },
+        { name: "telemetry", partition_key: "(tenant_id, toYYYYMM(ts))" },
+      ])
+      yield* Effect.gen(function* () {
+        const store = yield* TelemetryStore
+        // `copied` is on disk twice now; every read counts it once.
+        expect(yield* historyOf(store)).toEqual([copied, late])
+      }).pipe(Effect.provide(ClickHouseTelemetryStore.layerWith(config)))
     }),
   )
 })
@@ -256,10 +450,10 @@ describe("schema migrations on a server target (the ClickHouse HTTP peer)", () =
       yield* Migrations.migrate(client, config.database)
       yield* command(
         client,
-        `INSERT INTO ${config.database}.schema_migrations (id, name, applied_at) VALUES (7, 'later', now64(3))`,
+        `INSERT INTO ${config.database}.schema_migrations (id, name, applied_at) VALUES (999, 'later', now64(3))`,
       )
       const result = yield* Effect.either(Effect.scoped(ClickHouseTelemetryStore.make(config)))
-      expect(Either.isLeft(result) && result.left.message).toMatch(/at schema 7, newer than this Sluice/)
+      expect(Either.isLeft(result) && result.left.message).toMatch(/at schema 999, newer than this Sluice/)
     }),
   )
 })

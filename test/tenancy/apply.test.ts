@@ -63,6 +63,47 @@ describe("sluice apply", () => {
       }).pipe(Effect.provide(fresh())),
   )
 
+  it.scoped(
+    "carries each tenant's retentions to the registry and Tenancy; a change is a changed tenant",
+    () =>
+      Effect.gen(function* () {
+        const withRetention = (raw: number | undefined, rollup: number | undefined): PlatformConfig => ({
+          ...small,
+          tenants: small.tenants.map((t, i) =>
+            i === 0
+              ? {
+                  ...t,
+                  ...(raw === undefined ? {} : { raw_retention_days: raw }),
+                  ...(rollup === undefined ? {} : { rollup_retention_days: rollup }),
+                }
+              : t,
+          ),
+        })
+        const first = small.tenants[0]!.id
+        yield* Apply.apply(withRetention(30, 400))
+        const registry = yield* Registry
+        const row = (yield* registry.load).tenants.get(first)!
+        expect([row.rawRetentionDays, row.rollupRetentionDays]).toEqual([30, 400])
+        const tenancy = Tenancy.fromConfig(withRetention(30, 400))
+        expect(tenancy.tenants.find((t) => t.tenantId === first)).toEqual({
+          tenantId: first,
+          rawRetentionDays: 30,
+          rollupRetentionDays: 400,
+        })
+
+        const changed = yield* Apply.apply(withRetention(7, undefined))
+        expect(changed.changed).toEqual([{ kind: "tenant", id: first }])
+        const after = (yield* registry.load).tenants.get(first)!
+        expect([after.rawRetentionDays, after.rollupRetentionDays]).toEqual([7, undefined])
+
+        // The registry's rules refuse what the file's schema would (for any writer).
+        const refused = yield* Effect.either(Apply.apply(withRetention(30, 10)))
+        expect(Either.isLeft(refused) && refused.left.message).toContain(
+          `tenant ${first}: rollup_retention_days (10) must be at least raw_retention_days (30)`,
+        )
+      }).pipe(Effect.provide(fresh())),
+  )
+
   it.scoped("never touches rows the admin API owns, and refuses a file that names one, with the reason", () =>
     Effect.gen(function* () {
       yield* Apply.apply(small)

@@ -19,7 +19,7 @@ const write = (name: string, text: string) => {
 type Loose = Record<string, unknown>
 /** The file's data, loosely typed so a test can break any piece of it. */
 interface Good {
-  tenants: Array<{ id: string; api_keys: Array<string> }>
+  tenants: Array<{ id: string; api_keys: Array<string> } & Loose>
   device_classes: Array<Loose & { fields: Record<string, Loose> }>
   devices: Array<Loose>
 }
@@ -144,6 +144,28 @@ describe("ConfigFile.load", () => {
   )
 
   const refused: ReadonlyArray<readonly [string, (c: Good) => void, string]> = [
+    [
+      "fractional retention",
+      (c) => {
+        c.tenants[0]!.raw_retention_days = 1.5
+      },
+      "tenants[0].raw_retention_days: must be a whole number of days from 1 to 36500, got 1.5 (leave it unset to keep forever)",
+    ],
+    [
+      "rollup retention shorter than raw",
+      (c) => {
+        c.tenants[0]!.raw_retention_days = 30
+        c.tenants[0]!.rollup_retention_days = 10
+      },
+      "tenants[0].rollup_retention_days: rollup_retention_days (10) must be at least raw_retention_days (30)",
+    ],
+    [
+      "rollup retention with raw readings kept forever",
+      (c) => {
+        c.tenants[0]!.rollup_retention_days = 400
+      },
+      "tenants[0].rollup_retention_days: rollup_retention_days (400) would drop rollups before the raw readings",
+    ],
     [
       "unknown tenant",
       (c) => {

@@ -8,7 +8,8 @@
  */
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
-import { DeviceClassConfig, DeviceConfig, TenantConfig } from "../../tenancy/PlatformConfig.js"
+import { StorageUnavailable } from "../../storage/TelemetryStore.js"
+import { DeviceClassConfig, DeviceConfig, RetentionDays, TenantConfig } from "../../tenancy/PlatformConfig.js"
 import {
   ApiKeyNotFound,
   BodyTooLarge,
@@ -19,6 +20,7 @@ import {
   Forbidden,
   InvalidBody,
   RegistryUnavailable,
+  storageUnavailableStatus,
   TenantNotFound,
 } from "../ApiError.js"
 import { AdminAuthentication } from "../Authentication.js"
@@ -38,12 +40,36 @@ export const DEFAULT_GRACE_SECONDS = 3600
 
 // Bodies.
 
+const rawRetention =
+  "Days raw readings and dead letters are kept, by device time; absent = forever. Whole months are " +
+  "dropped, so data goes up to a month after it expires"
+const rollupRetention = "Days the rollups are kept; absent = forever. At least raw_retention_days"
+
 export const CreateTenant = Schema.Struct({
   id: TenantConfig.fields.id,
   max_messages_per_second: TenantConfig.fields.max_messages_per_second.annotations({
     description: "Ingest quota, messages per second over MQTT and HTTP together; absent = none",
   }),
+  raw_retention_days: TenantConfig.fields.raw_retention_days.annotations({
+    description: rawRetention,
+  }),
+  rollup_retention_days: TenantConfig.fields.rollup_retention_days.annotations({
+    description: rollupRetention,
+  }),
 }).annotations({ identifier: "CreateTenant" })
+
+/** A setting to change: a value sets it, `null` unsets it (none / forever), absent leaves it. */
+const change = <A, I>(schema: Schema.Schema<A, I>, description: string) =>
+  Schema.optional(Schema.NullOr(schema)).annotations({ description: `${description}; null unsets it` })
+
+export const UpdateTenant = Schema.Struct({
+  max_messages_per_second: change(
+    TenantConfig.fields.max_messages_per_second.from,
+    "Ingest quota, messages per second",
+  ),
+  raw_retention_days: change(RetentionDays, rawRetention),
+  rollup_retention_days: change(RetentionDays, rollupRetention),
+}).annotations({ identifier: "UpdateTenant" })
 
 export const CreateApiKey = Schema.Struct({
   role: Schema.Literal("admin", "read").annotations({
@@ -110,6 +136,8 @@ export const AddClassVersion = Schema.Struct({ definition: ClassDefinition }).an
 const Tenant = Schema.Struct({
   id: Schema.String,
   max_messages_per_second: Schema.optional(Schema.Number),
+  raw_retention_days: Schema.optional(Schema.Number),
+  rollup_retention_days: Schema.optional(Schema.Number),
   source: Source,
   devices: Schema.Number.annotations({ description: "How many devices the tenant has" }),
 }).annotations({ identifier: "Tenant" })
@@ -217,15 +245,33 @@ export class TenantsApi extends HttpApiGroup.make("tenants")
       .annotate(OpenApi.Description, "Creates a tenant (with no key: create one next). Operator keys only."),
   )
   .add(
+    HttpApiEndpoint.patch("update", "/v1/tenants/:tenantId")
+      .setPath(TenantPath)
+      .setPayload(UpdateTenant)
+      .addSuccess(Tenant)
+      .addError(Conflict)
+      .addError(BodyTooLarge)
+      .addError(TenantNotFound)
+      .addError(InvalidBody)
+      .annotate(
+        OpenApi.Description,
+        "Changes a tenant's quota and retentions. Operator keys only; a tenant of the configuration " +
+          "file is changed in the file. A shorter retention drops the expired data at the next expiry pass.",
+      ),
+  )
+  .add(
     HttpApiEndpoint.del("delete", "/v1/tenants/:tenantId")
       .setPath(TenantPath)
       .addSuccess(HttpApiSchema.NoContent)
       .addError(Conflict)
       .addError(TenantNotFound)
+      .addError(StorageUnavailable, storageUnavailableStatus)
       .annotate(
         OpenApi.Description,
-        "Deletes a tenant with its keys, devices and own device classes (its stored readings stay). " +
-          "Operator keys only; a tenant of the configuration file is removed from the file.",
+        "Deletes a tenant with its keys, devices and own device classes, and all its stored data " +
+          "(readings, dead letters, latest values, rollups). Operator keys only; a tenant of the " +
+          "configuration file is removed from the file. 503: the data could not be removed; the " +
+          "message says whether the tenant is still registered (retry) or not.",
       ),
   )
   .add(

@@ -5,8 +5,9 @@
  */
 import { HttpApiBuilder } from "@effect/platform"
 import { Context, Effect, Layer } from "effect"
+import { StorageUnavailable, TelemetryStore } from "../../storage/TelemetryStore.js"
 import * as DeviceClass from "../../tenancy/DeviceClass.js"
-import type { DeviceClassConfig } from "../../tenancy/PlatformConfig.js"
+import { type DeviceClassConfig, retentionProblem } from "../../tenancy/PlatformConfig.js"
 import type {
   RegApiKey,
   RegCredential,
@@ -39,6 +40,7 @@ import {
   CreateTenant,
   DEFAULT_GRACE_SECONDS,
   Rotate,
+  UpdateTenant,
 } from "./Api.js"
 import * as Authorities from "./Authorities.js"
 import * as Body from "./Body.js"
@@ -92,19 +94,38 @@ const ownDevice = (
 
 const deviceState = (d: RegDevice) => ({ id: d.id, class: d.className, enabled: d.enabled, source: d.source })
 
-const tenantView = (state: RegistryState, counts: ReadonlyMap<string, number>, id: string) => {
+const tenantView = (
+  state: Pick<RegistryState, "tenants">,
+  counts: ReadonlyMap<string, number>,
+  id: string,
+) => {
   const t = state.tenants.get(id)!
   return {
     id: t.id,
     ...(t.maxMessagesPerSecond === undefined ? {} : { max_messages_per_second: t.maxMessagesPerSecond }),
+    ...(t.rawRetentionDays === undefined ? {} : { raw_retention_days: t.rawRetentionDays }),
+    ...(t.rollupRetentionDays === undefined ? {} : { rollup_retention_days: t.rollupRetentionDays }),
     source: t.source,
     devices: counts.get(id) ?? 0,
   }
 }
 
+/** The tenant's retentions, or 400 naming the field when rollups would go before raw readings. */
+const checkedRetention = (raw: number | undefined, rollup: number | undefined) => {
+  const problem = retentionProblem(raw, rollup)
+  return problem === undefined
+    ? Effect.void
+    : Effect.fail(Body.invalid([{ field: "rollup_retention_days", reason: problem }]))
+}
+
+/** `value` unless `null` (unset) or absent (keep `current`). */
+const updated = <A>(value: A | null | undefined, current: A | undefined): A | undefined =>
+  value === undefined ? current : (value ?? undefined)
+
 export const HttpTenantsLive = HttpApiBuilder.group(Api, "tenants", (handlers) =>
   Effect.gen(function* () {
     const registry = yield* AdminRegistry
+    const store = yield* TelemetryStore
     return handlers
       .handle(
         "list",
@@ -121,6 +142,7 @@ export const HttpTenantsLive = HttpApiBuilder.group(Api, "tenants", (handlers) =
         Effect.fn("Admin.tenants.create")(function* ({ request }) {
           yield* requireOperator
           const body = yield* Body.json(CreateTenant, request)
+          yield* checkedRetention(body.raw_retention_days, body.rollup_retention_days)
           return yield* registry.write((draft) =>
             Effect.gen(function* () {
               if (draft.tenants.has(body.id))
@@ -132,9 +154,43 @@ export const HttpTenantsLive = HttpApiBuilder.group(Api, "tenants", (handlers) =
                 ...(body.max_messages_per_second === undefined
                   ? {}
                   : { maxMessagesPerSecond: body.max_messages_per_second }),
+                ...(body.raw_retention_days === undefined
+                  ? {}
+                  : { rawRetentionDays: body.raw_retention_days }),
+                ...(body.rollup_retention_days === undefined
+                  ? {}
+                  : { rollupRetentionDays: body.rollup_retention_days }),
                 source: "api",
               })
               return { ...body, source: "api" as const, devices: 0 }
+            }),
+          )
+        }),
+      )
+      .handleRaw(
+        "update",
+        Effect.fn("Admin.tenants.update")(function* ({ path, request }) {
+          yield* requireOperator
+          const body = yield* Body.json(UpdateTenant, request)
+          return yield* registry.write((draft) =>
+            Effect.gen(function* () {
+              const t = draft.tenants.get(path.tenantId)
+              if (t === undefined) return yield* Effect.fail(TenantNotFound.instance)
+              if (t.source === "config")
+                return yield* Effect.fail(managedByFile(`tenant ${JSON.stringify(t.id)}`))
+              const max = updated(body.max_messages_per_second, t.maxMessagesPerSecond)
+              const raw = updated(body.raw_retention_days, t.rawRetentionDays)
+              const rollup = updated(body.rollup_retention_days, t.rollupRetentionDays)
+              yield* checkedRetention(raw, rollup)
+              draft.tenants.set(t.id, {
+                id: t.id,
+                ...(max === undefined ? {} : { maxMessagesPerSecond: max }),
+                ...(raw === undefined ? {} : { rawRetentionDays: raw }),
+                ...(rollup === undefined ? {} : { rollupRetentionDays: rollup }),
+                source: t.source,
+              })
+              const devices = [...draft.devices.values()].filter((d) => d.tenantId === t.id).length
+              return tenantView(draft, new Map([[t.id, devices]]), t.id)
             }),
           )
         }),
@@ -143,6 +199,22 @@ export const HttpTenantsLive = HttpApiBuilder.group(Api, "tenants", (handlers) =
         "delete",
         Effect.fn("Admin.tenants.delete")(function* ({ path }) {
           yield* requireOperator
+          // Data first, while the tenant still exists, so a failure leaves something to retry;
+          // then the registry (ingress refuses the tenant within a poll interval); then the data
+          // again, for what was stored between the two.
+          const exists = (yield* registry.latest).tenants.get(path.tenantId)
+          if (exists === undefined) return yield* Effect.fail(TenantNotFound.instance)
+          if (exists.source === "config")
+            return yield* Effect.fail(managedByFile(`tenant ${JSON.stringify(exists.id)}`))
+          yield* store.dropTenant(path.tenantId).pipe(
+            Effect.mapError(
+              (e) =>
+                new StorageUnavailable({
+                  operation: e.operation,
+                  reason: `${e.reason}; the tenant is still registered and nothing was deleted from the registry: retry`,
+                }),
+            ),
+          )
           yield* registry.write((draft) =>
             Effect.gen(function* () {
               const t = draft.tenants.get(path.tenantId)
@@ -151,6 +223,17 @@ export const HttpTenantsLive = HttpApiBuilder.group(Api, "tenants", (handlers) =
                 return yield* Effect.fail(managedByFile(`tenant ${JSON.stringify(t.id)}`))
               draft.removeTenant(t.id)
             }),
+          )
+          yield* store.dropTenant(path.tenantId).pipe(
+            Effect.mapError(
+              (e) =>
+                new StorageUnavailable({
+                  operation: e.operation,
+                  reason:
+                    `${e.reason}; the tenant was deleted, but data stored while it was being deleted may ` +
+                    "remain: its partitions can be dropped by hand (see docs on retention)",
+                }),
+            ),
           )
         }),
       )
