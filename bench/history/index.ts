@@ -103,7 +103,7 @@ const program = Effect.gen(function* () {
     const [sizes] = await sql(
       `SELECT sumIf(rows, table = 'telemetry') AS readings,
               formatReadableSize(sumIf(bytes_on_disk, table = 'telemetry')) AS raw,
-              formatReadableSize(sumIf(bytes_on_disk, table IN ('telemetry_1m', 'telemetry_1h'))) AS rollups,
+              formatReadableSize(sumIf(bytes_on_disk, table = 'telemetry_rollup')) AS rollups,
               formatReadableSize(sumIf(bytes_on_disk, table = 'device_latest')) AS latest
        FROM system.parts WHERE database = {db:String} AND active`,
       { db },

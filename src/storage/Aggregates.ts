@@ -1,6 +1,6 @@
 /**
  * The SQL of `TelemetryStore.aggregate`: the raw computation over `telemetry FINAL`, or the
- * rollups of migrations 5 and 6 (`telemetry_1h`, `telemetry_1m`) with the range's unaligned edges
+ * rollups of migration 5 (`telemetry_rollup`, 1 min and 1 h) with the range's unaligned edges
  * computed from the readings, so that every answer is the raw one (the one exception, float
  * rounding of inexact sums, is in migration 5's comment).
  *
@@ -10,10 +10,12 @@
  * coarsest such rollup reads the fewest rows.
  *
  * Rollup read: the g-buckets wholly inside [from, to) come from the rollup table, the readings in
- * the partial g-buckets at either end from `telemetry FINAL` folded exactly as the views fold them
- * (`Migrations.rollupPartials`); both are rows of (bucket, field, count, sum, min, max), and one
- * GROUP BY merges them into the answer. The rollup rows need no FINAL: count and sum add, min and
- * max are idempotent, and unmerged rows of one key merge in the same GROUP BY.
+ * the partial g-buckets at either end from `telemetry FINAL` as the partial rows the view folds
+ * (`Migrations.rollupPartials`); both are rows of (bucket, readings, per-field maps of count, sum,
+ * min, max). Each row's maps are looked up for the requested fields only, and one GROUP BY of
+ * plain sum/min/max merges them into the answer, so the read never merges the maps of fields it
+ * was not asked for. The rollup rows need no FINAL: counts and sums add, min and max are
+ * idempotent, and unmerged rows of one key merge in the same GROUP BY.
  *
  * The check: a rollup counts every reading that reaches it, so a reading replayed under another
  * dedup token (which FINAL hides from raw reads) counts twice there. Each rollup answer carries
@@ -29,8 +31,8 @@ import { type AggregateBucket, type AggregateFn, InvalidQuery, StorageUnavailabl
 /** The most fields one `aggregate` call may ask for. */
 export const maxAggregateFields = 64
 
-/** Where an answer is computed from. */
-export type AggregateSource = "raw" | keyof typeof rollupGranularities
+/** Where an answer is computed from: raw, or the rollup of that granularity (ms). */
+export type AggregateSource = "raw" | (typeof rollupGranularities)[number]
 
 /**
  * Aggregate function -> SQL over the rows that HAVE the field. Through the key and value arrays,
@@ -48,17 +50,26 @@ const has = (f: string) => `indexOf(mapKeys(num), ${f}) > 0`
 const value = (f: string) => `mapValues(num)[indexOf(mapKeys(num), ${f})]`
 
 /**
- * Aggregate function -> SQL over rollup rows (`value_*`) of one field. No value of the field in
- * the bucket (count 0: only other fields' rows and the presence rows) gives null, as raw does.
+ * Aggregate function -> SQL over the per-row values of the j-th field (`fieldOfRow`). A field
+ * without a value in the bucket (count 0) gives null, as raw does.
  */
-const rollupSql: Record<AggregateFn, (field: string) => string> = {
-  avg: (f) => `if(${count(f)} = 0, NULL, sumIf(value_sum, field = ${f}) / ${count(f)})`,
-  min: (f) => `if(${count(f)} = 0, NULL, minIf(value_min, field = ${f}))`,
-  max: (f) => `if(${count(f)} = 0, NULL, maxIf(value_max, field = ${f}))`,
-  sum: (f) => `if(${count(f)} = 0, NULL, sumIf(value_sum, field = ${f}))`,
-  count: (f) => `toFloat64(${count(f)})`,
+const rollupSql: Record<AggregateFn, (j: number) => string> = {
+  avg: (j) => `if(sum(c${j}) = 0, NULL, sum(s${j}) / sum(c${j}))`,
+  min: (j) => `if(sum(c${j}) = 0, NULL, min(mn${j}))`,
+  max: (j) => `if(sum(c${j}) = 0, NULL, max(mx${j}))`,
+  sum: (j) => `if(sum(c${j}) = 0, NULL, sum(s${j}))`,
+  count: (j) => `toFloat64(sum(c${j}))`,
 }
-const count = (f: string) => `sumIf(value_count, field = ${f})`
+
+/**
+ * The j-th field `f` of a rollup row: count, sum, min, max. Through the key and value arrays, as
+ * `value` above (the key ''). A missing key reads 0 (`[0]` of an array is its default), right for
+ * count and sum; min and max read NaN then, which min and max skip, as raw skips a NaN value.
+ */
+const fieldOfRow = (f: string, j: number) =>
+  `${entry("value_count", f)} AS c${j}, ${entry("value_sum", f)} AS s${j},
+   if(c${j} = 0, nan, ${entry("value_min", f)}) AS mn${j}, if(c${j} = 0, nan, ${entry("value_max", f)}) AS mx${j}`
+const entry = (map: string, f: string) => `mapValues(${map})[indexOf(mapKeys(${map}), ${f})]`
 
 // Duplicates of a row share its tenant, hence its partition: FINAL need not merge across them.
 const settings =
@@ -72,11 +83,7 @@ const positiveMod = (n: number, m: number) => ((n % m) + m) % m
 
 /** The coarsest rollup whose granularity divides `intervalMs`, or raw. */
 export const sourceFor = (intervalMs: number): AggregateSource =>
-  intervalMs % rollupGranularities.telemetry_1h === 0
-    ? "telemetry_1h"
-    : intervalMs % rollupGranularities.telemetry_1m === 0
-      ? "telemetry_1m"
-      : "raw"
+  rollupGranularities.find((g) => intervalMs % g === 0) ?? "raw"
 
 export interface AggregatePlan {
   /** What the answer is computed from ("raw" also when the range holds no whole rollup bucket). */
@@ -142,7 +149,7 @@ export const run = (select: Select, plan: AggregatePlan) =>
     if (stored === counted) return answer
     yield* Effect.annotateCurrentSpan({ rollup_mismatch: true })
     yield* Effect.logWarning(
-      `${plan.source} counted ${counted} readings where telemetry holds ${stored}: answered from raw; ` +
+      `the ${plan.source} ms rollup counted ${counted} readings where telemetry holds ${stored}: answered from raw; ` +
         "a rebuild of the rollup (re-running its migration, ingest stopped) restores it",
     )
     const raw = verify.fallback
@@ -185,9 +192,9 @@ export const plan = (
       params[`f${j}`] = field
     })
     // Column i is fns[i / fields.length] of fields[i % fields.length]; aliases are positional.
-    const columns = (sql: Record<AggregateFn, (field: string) => string>) =>
+    const columns = (sql: (fn: AggregateFn, j: number) => string) =>
       fns
-        .flatMap((fn) => fields.map((_, j) => sql[fn](`{f${j}:String}`)))
+        .flatMap((fn) => fields.map((_, j) => sql(fn, j)))
         .map((expr, i) => `, ${expr} AS v${i}`)
         .join("")
     const decode = (rows: ReadonlyArray<Row>) => {
@@ -211,7 +218,7 @@ export const plan = (
     const rawPlan: AggregatePlan = {
       source: "raw",
       sql: `SELECT toUnixTimestamp64Milli(ts) - positiveModulo(toUnixTimestamp64Milli(ts), {interval:Int64}) AS bucket
-          ${columns(rawSql)}
+          ${columns((fn, j) => rawSql[fn](`{f${j}:String}`))}
         FROM ${db}.telemetry FINAL
         WHERE ${deviceRange} AND ${tsFrom("from")} AND ${tsBefore("to")}
         GROUP BY bucket
@@ -221,13 +228,13 @@ export const plan = (
       decode,
     }
     const source = query.source === "raw" ? "raw" : sourceFor(interval)
-    const rollup = source === "raw" ? undefined : wholeBuckets(bounds, rollupGranularities[source])
+    const rollup = source === "raw" ? undefined : wholeBuckets(bounds, source)
     if (source === "raw" || rollup === undefined) return rawPlan
 
-    const g = rollupGranularities[source]
+    const g = source
     // The interval bucket of a g-bucket: g divides the interval, so it is that of all its readings.
     const start = "bucket - positiveModulo(bucket, {interval:Int64}) AS start"
-    const fieldSet = `field IN (${["''", ...fields.map((_, j) => `{f${j}:String}`)].join(", ")})`
+    const maps = "value_count, value_sum, value_min, value_max"
     // The readings of the partial g-buckets at either end, when the bounds are not aligned to g:
     // a range each, as one OR of two ranges makes the primary key read everything between them.
     const edges = [
@@ -235,42 +242,44 @@ export const plan = (
       ...(rollup.to < bounds.to ? [["rollup_to", "to"]] : []),
     ].map(
       ([a, b]) =>
-        `SELECT ${start}, field, 0 AS counted, value_count, value_sum, value_min, value_max
+        `SELECT ${start}, 0 AS counted, ${maps}
          FROM (${rollupPartials(
            `(SELECT tenant_id, device_id, ts, num FROM ${db}.telemetry FINAL
              WHERE ${deviceRange} AND ${tsFrom(a!)} AND ${tsBefore(b!)})`,
-           g,
-         )})
-         WHERE ${fieldSet}`,
+           [g],
+         )})`,
     )
     const edgeRows = edges.map((sql) => `UNION ALL ${sql}`).join(" ")
     // The check's span: [rollup_from, rollup_to), from the first month telemetry still holds there
     // (retention drops its months before the rollups', which then answer alone for those).
     const rawSpan = `(SELECT tuple(count(), toYYYYMM(minOrNull(ts))) FROM ${db}.telemetry FINAL
       WHERE ${deviceRange} AND ${tsFrom("rollup_from")} AND ${tsBefore("rollup_to")}) AS raw_span`
-    const checked = `field = '' AND toYYYYMM(fromUnixTimestamp64Milli(bucket, 'UTC')) >= raw_span.2`
+    const checked = `toYYYYMM(fromUnixTimestamp64Milli(bucket, 'UTC')) >= raw_span.2`
+    const rollupRows = `FROM ${db}.telemetry_rollup
+      WHERE ${deviceRange} AND granularity = {granularity:UInt32}
+        AND bucket >= {rollup_from:Int64} AND bucket < {rollup_to:Int64}`
+    const perField = fields.map((_, j) => `, ${fieldOfRow(`{f${j}:String}`, j)}`).join("")
     const sql = `WITH ${rawSpan}
-      SELECT start AS bucket ${columns(rollupSql)}, sum(counted) AS counted, raw_span.1 AS stored
+      SELECT start AS bucket ${columns((fn, j) => rollupSql[fn](j))}, sum(counted) AS counted,
+        raw_span.1 AS stored
       FROM (
-        SELECT ${start}, field, if(${checked}, readings, 0) AS counted,
-          value_count, value_sum, value_min, value_max
-        FROM ${db}.${source}
-        WHERE ${deviceRange} AND ${fieldSet}
-          AND bucket >= {rollup_from:Int64} AND bucket < {rollup_to:Int64}
-        ${edgeRows}
+        SELECT start, counted ${perField}
+        FROM (
+          SELECT ${start}, if(${checked}, readings, 0) AS counted, ${maps}
+          ${rollupRows}
+          ${edgeRows}
+        )
       )
       GROUP BY start
       ORDER BY start
       ${settings}`
     const verify = `WITH ${rawSpan}
-      SELECT raw_span.1 AS stored,
-        (SELECT sumIf(readings, ${checked}) FROM ${db}.${source}
-         WHERE ${deviceRange} AND bucket >= {rollup_from:Int64} AND bucket < {rollup_to:Int64}) AS counted
+      SELECT raw_span.1 AS stored, (SELECT sumIf(readings, ${checked}) ${rollupRows}) AS counted
       ${settings}`
     return {
       source,
       sql,
-      params: { ...params, rollup_from: rollup.from, rollup_to: rollup.to },
+      params: { ...params, granularity: g, rollup_from: rollup.from, rollup_to: rollup.to },
       decode,
       verify: { sql: verify, fallback: rawPlan },
     }

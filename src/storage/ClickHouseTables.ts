@@ -29,7 +29,7 @@ export const settings = (database: string, fsync: boolean): ReadonlyArray<string
   // The views' tables too (device_latest, the rollups): their parts are written by the same
   // insert, and an acknowledged reading must not be lost from `latest`, `activity` or
   // `aggregate` while it survives in `telemetry`.
-  ["telemetry", "dead_letters", "device_latest", "telemetry_1m", "telemetry_1h"].map(
+  ["telemetry", "dead_letters", "device_latest", "telemetry_rollup"].map(
     (table) =>
       `ALTER TABLE ${database}.${table} MODIFY SETTING ` +
       `fsync_after_insert = ${Number(fsync)}, fsync_part_directory = ${Number(fsync)}`,

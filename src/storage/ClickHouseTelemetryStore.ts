@@ -167,7 +167,7 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
                 columns: [...columns] as [string, ...Array<string>],
                 values: values as Array<unknown>,
                 format: "JSONEachRow",
-                // The dependent-view setting makes the rollups (migrations 5, 6) drop a redelivered
+                // The dependent-view setting makes the rollups (migration 5) drop a redelivered
                 // block too; their sums, unlike `device_latest`'s maxima, would count it again.
                 clickhouse_settings: {
                   insert_deduplication_token: dedupToken,

@@ -1,7 +1,7 @@
 /**
  * Per-tenant retention and tenant deletion on the ClickHouse tables, by dropping partitions.
  *
- * `telemetry` and `dead_letters` (migration 4) and the rollups (`telemetry_1m`, `telemetry_1h`)
+ * `telemetry` and `dead_letters` (migration 4) and the rollups (`telemetry_rollup`, migration 5)
  * are partitioned by (tenant, month of device time / arrival / bucket), so a tenant's expired data
  * is a set of whole partitions: `DROP PARTITION` unlinks their parts and rewrites nothing else
  * (a mutation, lightweight DELETE or row TTL rewrites every part of the tenant it touches;
@@ -31,7 +31,7 @@ import {
 
 /** Tables of raw data (expired by `rawRetentionDays`) and rollups (by `rollupRetentionDays`). */
 export const rawTables = ["telemetry", "dead_letters"] as const
-export const rollupTables = ["telemetry_1m", "telemetry_1h"] as const
+export const rollupTables = ["telemetry_rollup"] as const
 /** Every table holding a tenant's rows: all of them go with the tenant. */
 export const tenantTables = [...rawTables, "device_latest", ...rollupTables] as const
 

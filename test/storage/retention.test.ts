@@ -75,7 +75,7 @@ const countsOf = (database: string, tenant: string) =>
 
 const rollupsExist = (database: string) =>
   Effect.map(
-    raw(`SELECT name FROM system.tables WHERE database = '${database}' AND name = 'telemetry_1h'`),
+    raw(`SELECT name FROM system.tables WHERE database = '${database}' AND name = 'telemetry_rollup'`),
     (rows) => rows.length > 0,
   )
 
@@ -98,7 +98,7 @@ describe("retention", () => {
         Effect.gen(function* () {
           yield* fill(store)
           const otherBefore = yield* countsOf(db, "other")
-          const rollupsBefore = (yield* countsOf(db, "acme")).telemetry_1h
+          const rollupsBefore = (yield* countsOf(db, "acme")).telemetry_rollup
 
           // 30 days before mid-June is May 16: January to April lie wholly before it; May does not.
           const dropped = yield* store.expire(now, [
@@ -132,12 +132,12 @@ describe("retention", () => {
 
           if (yield* rollupsExist(db)) {
             // Rollups keep 365 days: nothing of them went.
-            expect((yield* countsOf(db, "acme")).telemetry_1h).toBe(rollupsBefore)
+            expect((yield* countsOf(db, "acme")).telemetry_rollup).toBe(rollupsBefore)
             expect(rollupsBefore).toBeGreaterThan(0)
             // With 60 days (April 16), their January to March go, April stays.
             yield* store.expire(now, [{ tenantId: "acme", rawRetentionDays: 30, rollupRetentionDays: 60 }])
             const months = yield* raw(
-              `SELECT DISTINCT toYYYYMM(fromUnixTimestamp64Milli(bucket, 'UTC')) AS m FROM ${db}.telemetry_1h
+              `SELECT DISTINCT toYYYYMM(fromUnixTimestamp64Milli(bucket, 'UTC')) AS m FROM ${db}.telemetry_rollup
                WHERE tenant_id = 'acme' ORDER BY m`,
             )
             expect(months.map((r) => Number(r.m))).toEqual([202604, 202605, 202606])

@@ -1,6 +1,6 @@
 /**
- * `aggregate` through the rollups (migrations 5 and 6: `telemetry_1m`, `telemetry_1h`, kept by
- * materialized views) must answer exactly as the raw computation (`source: "raw"`, telemetry
+ * `aggregate` through the rollups (migration 5: `telemetry_rollup`, 1 min and 1 h buckets, kept by
+ * a materialized view) must answer exactly as the raw computation (`source: "raw"`, telemetry
  * FINAL): on random ranges, aligned or not, and intervals, with batches redelivered under their
  * token, late readings, several tenants per batch, times before 1970 and after 2106, and after an
  * upgrade whose backfill wrote the history. Values are multiples of 1/8 so every sum is exact in
@@ -141,7 +141,7 @@ describe("aggregate through the rollups equals the raw computation", () => {
       withStore((store, database) =>
         Effect.gen(function* () {
           // Unmerged rows on disk, as right after the inserts: the read must merge them itself.
-          for (const table of ["telemetry", "telemetry_1m", "telemetry_1h"]) {
+          for (const table of ["telemetry", "telemetry_rollup"]) {
             yield* raw(`SYSTEM STOP MERGES ${database}.${table}`)
           }
           const random = prng(20_260_101)
@@ -204,16 +204,17 @@ describe("aggregate through the rollups equals the raw computation", () => {
           Array.from({ length: 300 }, (_, i) => reading(t0 + i * 20_000, { values: { x: i / 8 } })),
           "seed",
         )
-        // A phantom value written only to a rollup (never to telemetry), at t0 + 30 min. Without a
-        // presence row (`readings`) the check against telemetry does not notice it: it shows.
-        const phantom = (table: string, readings = 0) =>
+        // A phantom value written only to the rollup (never to telemetry), in the bucket of
+        // t0 + 30 min of granularity g. Without `readings` the check against telemetry does not
+        // notice it: it shows.
+        const phantom = (g: number, readings = 0) =>
           raw(
-            `INSERT INTO ${database}.${table} (tenant_id, device_id, field, bucket, readings, value_count, value_sum, value_min, value_max)
-             VALUES ('acme', 'd1', ${readings === 0 ? "'x'" : "''"},
-               ${t0 + 30 * minute - ((30 * minute) % (table === "telemetry_1h" ? hour : minute))},
-               ${readings}, ${1 - readings}, 1000, 1000, 1000)`,
+            `INSERT INTO ${database}.telemetry_rollup
+               (tenant_id, device_id, granularity, bucket, readings, value_count, value_sum, value_min, value_max)
+             SELECT 'acme', 'd1', ${g}, ${t0 + 30 * minute - ((30 * minute) % g)}, ${readings},
+               ${readings === 0 ? "map('x', 1)" : "map()"}, map('x', 1000), map('x', 1000), map('x', 1000)`,
           )
-        yield* phantom("telemetry_1m")
+        yield* phantom(minute)
         const range = { from: t0, to: t0 + 2 * hour }
         const q = (intervalMs: number, r: TimeRange = range, source?: "raw") =>
           store.aggregate("acme", "d1", r, { intervalMs, fields: ["x"], fns: ["count", "max"], source })
@@ -226,19 +227,19 @@ describe("aggregate through the rollups equals the raw computation", () => {
         // The phantom's minute as an unaligned edge (the range starts inside it) comes from raw.
         const edge = { from: t0 + 30 * minute + 1, to: t0 + 2 * hour }
         expect(yield* q(minute, edge)).toEqual(yield* q(minute, edge, "raw"))
-        // Whole hours read telemetry_1h, which the phantom reached through its view (it folds what
-        // telemetry_1m is given); one written to telemetry_1h alone shows in whole hours only.
+        // Whole hours read the hourly rows only: the minute phantom is not there, an hourly one is,
+        // and it shows in whole hours only.
         const rawHour = (yield* q(hour, range, "raw"))[0]!.values.count_x!
+        expect((yield* q(hour))[0]!.values.count_x).toBe(rawHour)
+        yield* phantom(hour)
         expect((yield* q(hour))[0]!.values.count_x).toBe(rawHour + 1)
-        yield* phantom("telemetry_1h")
-        expect((yield* q(hour))[0]!.values.count_x).toBe(rawHour + 2)
         const rawHalf = (yield* q(30 * minute, range, "raw"))[1]!.values.count_x!
         expect((yield* q(30 * minute))[1]!.values.count_x).toBe(rawHalf + 1)
         // A reading the rollup counted that telemetry does not hold fails the check: raw answers.
-        yield* phantom("telemetry_1m", 1)
+        yield* phantom(minute, 1)
         expect(yield* q(10 * minute)).toEqual(exact)
         // A rollup that lost readings, to the point of an empty answer, fails the check too.
-        yield* raw(`TRUNCATE TABLE ${database}.telemetry_1m`)
+        yield* raw(`TRUNCATE TABLE ${database}.telemetry_rollup`)
         expect(exact).toHaveLength(10)
         expect(yield* q(10 * minute)).toEqual(exact)
       }),
@@ -250,37 +251,42 @@ describe("aggregate through the rollups equals the raw computation", () => {
     () =>
       withStore((store, database) =>
         Effect.gen(function* () {
-          const stored = (table: string) =>
-            Effect.map(raw(`SELECT sum(value_count) AS n FROM ${database}.${table} WHERE field = 'x'`), (r) =>
-              Number(r[0]!.n),
+          // The values of x the rollup counted, per granularity.
+          const stored = () =>
+            Effect.map(
+              raw(
+                `SELECT sum(value_count['x']) AS n FROM ${database}.telemetry_rollup
+                 GROUP BY granularity ORDER BY granularity`,
+              ),
+              (r) => r.map((row) => Number(row.n)),
             )
           // Three tenants and two months: several parts per insert in every table.
           const batch = ["a", "b", "c"].flatMap((tenantId) =>
             [0, 40 * day].map((dt) => reading(t0 + dt, { tenantId, msgId: `m${dt}`, values: { x: 1 } })),
           )
           yield* store.insert(batch, "shard-1:1-6")
-          expect([yield* stored("telemetry_1m"), yield* stored("telemetry_1h")]).toEqual([6, 6])
+          expect(yield* stored()).toEqual([6, 6])
           yield* store.insert(batch, "shard-1:1-6")
           yield* store.insert(batch, "shard-1:1-6")
-          expect([yield* stored("telemetry_1m"), yield* stored("telemetry_1h")]).toEqual([6, 6])
+          expect(yield* stored()).toEqual([6, 6])
           const range = { from: t0, to: t0 + 41 * day }
           for (const tenant of ["a", "b", "c"]) yield* sameAsRaw(store, tenant, "d1", range, hour, ["x"])
           // The same readings replayed under ANOTHER token are stored again: raw reads hide the copy
           // (FINAL), the rollups count it; the read notices (readings counted > stored) and answers
           // from raw, for the tenant replayed, while the others still read the rollups.
           yield* store.insert(batch.slice(0, 2), "replay:1-2")
-          expect(yield* stored("telemetry_1m")).toBe(8)
+          expect(yield* stored()).toEqual([8, 8])
           warnings.length = 0
           const replayed = yield* sameAsRaw(store, "a", "d1", range, hour, ["x"]).pipe(
             Effect.provide(recordWarnings),
           )
           expect(replayed.map((b) => b.values.count_x)).toEqual([1, 1])
           expect(warnings).toHaveLength(1)
-          // The rebuild: migrations 5 and 6 re-run, ingest stopped, recount from telemetry FINAL.
+          // The rebuild: migration 5 re-run, ingest stopped, recounts from telemetry FINAL.
           for (const m of Migrations.migrations.filter((m) => m.id >= 5)) {
             for (const statement of m.statements(database)) yield* raw(statement)
           }
-          expect([yield* stored("telemetry_1m"), yield* stored("telemetry_1h")]).toEqual([6, 6])
+          expect(yield* stored()).toEqual([6, 6])
           for (const tenant of ["a", "b", "c"]) yield* sameAsRaw(store, tenant, "d1", range, hour, ["x"])
         }),
       ),
@@ -392,14 +398,16 @@ describe("aggregate through the rollups equals the raw computation", () => {
         }).pipe(Effect.provide(recordWarnings))
       yield* Effect.gen(function* () {
         const store = yield* TelemetryStore
-        const n = yield* raw(`SELECT sum(value_count) AS n FROM ${database}.telemetry_1h WHERE field = 'x'`)
-        expect(Number(n[0]!.n)).toBe(rows.filter((r) => "x" in r.values).length)
+        const n = yield* raw(
+          `SELECT sum(value_count['x']) AS n FROM ${database}.telemetry_rollup GROUP BY granularity`,
+        )
+        expect(n.map((r) => Number(r.n))).toEqual(Array(2).fill(rows.filter((r) => "x" in r.values).length))
         yield* compare(store)
         // The views took over: new readings reach the rollups.
         yield* store.insert(randomReadings(random, 300, 2), "after-upgrade")
         yield* compare(store)
-        // Migrations 5 and 6 re-run (as after a stop before their records): the backfill replaces
-        // its own rows, so nothing is counted twice.
+        // Migration 5 re-run (as after a stop before its record): the backfill replaces its own
+        // rows, so nothing is counted twice.
         for (const m of Migrations.migrations.filter((m) => m.id >= 5)) {
           for (const statement of m.statements(database)) yield* raw(statement)
         }

@@ -51,10 +51,8 @@ describe("ClickHouseTelemetryStore on a server target: chDB behind ClickHouse's 
           { name: "device_latest_mv" },
           { name: "schema_migrations" },
           { name: "telemetry" },
-          { name: "telemetry_1h" },
-          { name: "telemetry_1h_mv" },
-          { name: "telemetry_1m" },
-          { name: "telemetry_1m_mv" },
+          { name: "telemetry_rollup" },
+          { name: "telemetry_rollup_mv" },
         ])
         const values = everyValueType
         const rows = [
