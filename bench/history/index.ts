@@ -4,7 +4,9 @@
  * the API serves, beside the raw-scan path it replaced, in the same run.
  *
  * Usage: npx tsx bench/history/index.ts [--devices 10000] [--per-device 10000] [--runs 50]
- *          [--raw-runs 5] [--dir DIR]
+ *          [--raw-runs 5] [--dense 2000000] [--dir DIR]
+ * Besides the fleet, one device of another tenant reads every second (`--dense` readings, 23
+ * days at 2,000,000): the aggregates are measured on it too, where raw has many rows to read.
  * With --dir the data is kept there and reused by the next run with the same --dir (generation
  * takes minutes); without it a temporary directory is used and removed.
  */
@@ -14,6 +16,7 @@ import { join } from "node:path"
 import { parseArgs } from "node:util"
 import { Effect } from "effect"
 import { page } from "../../src/serving/devices/DeviceList.js"
+import { storedRowSelect } from "../../src/storage/ClickHouseTables.js"
 import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
 import { TelemetryStore, type TelemetryStoreApi } from "../../src/storage/TelemetryStore.js"
 import type { DeviceIndex, IndexedDevice } from "../../src/tenancy/Tenancy.js"
@@ -25,6 +28,7 @@ const { values: args } = parseArgs({
     "per-device": { type: "string", default: "10000" },
     runs: { type: "string", default: "50" },
     "raw-runs": { type: "string", default: "5" },
+    dense: { type: "string", default: "2000000" },
     dir: { type: "string" },
   },
 })
@@ -39,6 +43,14 @@ const fleet: Fleet = {
   perDevice: Number(args["per-device"]),
   end: Date.UTC(2026, 10, 1),
   stepMs: 300_000,
+}
+/** One device (`dev-00000` of tenant "dense") reading every second up to `fleet.end`. */
+const dense: Fleet = {
+  tenant: "dense",
+  devices: 1,
+  perDevice: Number(args.dense),
+  end: fleet.end,
+  stepMs: 1_000,
 }
 const dir = args.dir ?? mkdtempSync(join(tmpdir(), "sluice-bench-history-"))
 const fresh = !existsSync(join(dir, "generated"))
@@ -98,6 +110,10 @@ const program = Effect.gen(function* () {
           )
         }
       })
+      if (dense.perDevice > 0) {
+        console.log(`generating 1 device × ${dense.perDevice} readings (one a second)`)
+        await generate(client, db, dense, (_, seconds) => console.log(`  done, ${seconds.toFixed(0)} s`))
+      }
       mkdirSync(join(dir, "generated"))
     }
     const [sizes] = await sql(
@@ -109,6 +125,21 @@ const program = Effect.gen(function* () {
       { db },
     )
     console.log(`stored: ${JSON.stringify(sizes)}`)
+    // Measure the steady state, not the minutes after a bulk load while merges catch up.
+    const settling = performance.now()
+    for (;;) {
+      const [busy] = await sql(
+        `SELECT (SELECT count() FROM system.merges WHERE database = {db:String}) AS merges,
+                (SELECT count() FROM system.parts WHERE database = {db:String} AND active) AS parts`,
+        { db },
+      )
+      const waited = (performance.now() - settling) / 1000
+      if (Number(busy?.merges) === 0 || waited > 900) {
+        console.log(`merges settled after ${waited.toFixed(0)} s: ${busy?.parts} active parts`)
+        break
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5_000))
+    }
 
     // The registry's sorted index, as the serving role builds it once per registry revision.
     const all: Array<IndexedDevice> = Array.from({ length: fleet.devices }, (_, i) => ({
@@ -124,7 +155,7 @@ const program = Effect.gen(function* () {
     await measure("  device_latest (the API)", runs, () => run(store.latest(t, anyDevice())))
     await measure("  raw: telemetry FINAL, newest by ts", rawRuns, () =>
       sql(
-        `SELECT msg_id, ts FROM ${db}.telemetry FINAL
+        `SELECT ${storedRowSelect} FROM ${db}.telemetry FINAL
          WHERE tenant_id = {t:String} AND device_id = {d:String} ORDER BY ts DESC, msg_id DESC LIMIT 1
          SETTINGS do_not_merge_across_partitions_select_final = 1`,
         { t, d: anyDevice() },
@@ -155,12 +186,36 @@ const program = Effect.gen(function* () {
       ["30-day aggregate at 1-hour buckets", 30 * day, 3_600_000],
     ] as const) {
       console.log(`\n${label} (2 fields × avg, min, max, count; unaligned range)`)
-      await measure("  rollup + raw edges (the API)", runs, () =>
+      await measure("  the API (raw below 250,000 stored rows, else rollup)", runs, () =>
         run(store.aggregate(t, anyDevice(), anyRange(span), { intervalMs, fields, fns })),
+      )
+      await measure("  rollup + raw edges, forced", runs, () =>
+        run(store.aggregate(t, anyDevice(), anyRange(span), { intervalMs, fields, fns, source: "rollup" })),
       )
       await measure("  raw: telemetry FINAL", rawRuns * 4, () =>
         run(store.aggregate(t, anyDevice(), anyRange(span), { intervalMs, fields, fns, source: "raw" })),
       )
+    }
+
+    if (dense.perDevice > 0) {
+      const span = Math.min(30 * day, dense.perDevice * dense.stepMs - day)
+      for (const [label, range, intervalMs] of [
+        ["1-day aggregate at 1-minute buckets", day, 60_000],
+        [`${Math.round(span / day)}-day aggregate at 1-hour buckets`, span, 3_600_000],
+      ] as const) {
+        console.log(`\none device with ${dense.perDevice} readings (1/s): ${label}`)
+        const r = () => {
+          const to = fleet.end - Math.floor(random() * (dense.perDevice * dense.stepMs - range))
+          return { from: to - range, to }
+        }
+        await measure("  the API", runs, () =>
+          run(store.aggregate("dense", deviceId(0), r(), { intervalMs, fields, fns })),
+        )
+        await measure("  raw: telemetry FINAL", rawRuns * 4, () =>
+          run(store.aggregate("dense", deviceId(0), r(), { intervalMs, fields, fns, source: "raw" })),
+        )
+      }
+      await measure("  latest (device_latest)", runs, () => run(store.latest("dense", deviceId(0))))
     }
 
     console.log("\nhistory page of 1,000 readings (30-day range)")

@@ -255,7 +255,14 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
     ) {
       yield* Effect.annotateCurrentSpan({ tenant: tenantId, device: deviceId })
       const bounds = yield* timeBounds(range)
-      const plan = yield* Aggregates.plan(db, tenantId, deviceId, bounds, query)
+      let plan = yield* Aggregates.plan(db, tenantId, deviceId, bounds, query)
+      // A range of few stored rows is cheaper raw than through a rollup (`rawRowsBelow`).
+      if (plan.source !== "raw" && (query.source ?? "auto") === "auto") {
+        const rows = yield* Aggregates.storedRows(select, db, tenantId, deviceId, bounds)
+        if (rows < Aggregates.rawRowsBelow) {
+          plan = yield* Aggregates.plan(db, tenantId, deviceId, bounds, { ...query, source: "raw" })
+        }
+      }
       yield* Effect.annotateCurrentSpan({ source: plan.source })
       return yield* Aggregates.run(select, plan)
     })

@@ -160,9 +160,11 @@ export interface TelemetryStoreApi {
       readonly fns: ReadonlyArray<AggregateFn>
       /**
        * Internal (tests, benchmarks; never from HTTP): "raw" computes from the readings even when
-       * a rollup could answer. Default "auto": the coarsest rollup that divides the interval.
+       * a rollup could answer; "rollup" reads the coarsest rollup that divides the interval however
+       * few rows the range holds. Default "auto": that rollup, unless the range holds fewer stored
+       * rows than `Aggregates.rawRowsBelow`, which raw reads faster.
        */
-      readonly source?: "auto" | "raw" | undefined
+      readonly source?: "auto" | "raw" | "rollup" | undefined
     },
   ) => Effect.Effect<ReadonlyArray<AggregateBucket>, StorageUnavailable | InvalidQuery>
   /** The newest reading by device time (not by arrival). */
