@@ -194,8 +194,17 @@ describe("embedded log shared by several processes", () => {
 
     // Writer 0 dies mid-load again and again, and comes back as a new generation.
     let victim = writers[0]!
+    // Each generation is killed only once it has acknowledged something (bounded): on a loaded
+    // machine a fixed sleep after `ready` could kill one before its first commit.
+    const acknowledged = async (generation: number) => {
+      const deadline = Date.now() + 20_000
+      while (Date.now() < deadline && !acks.some((a) => a.writer === 0 && a.generation === generation)) {
+        await sleep(20)
+      }
+    }
     for (let generation = 1; generation <= KILLS; generation++) {
       await victim.ready
+      await acknowledged(generation - 1)
       await sleep(150 + Math.floor(Math.random() * 350))
       await probeLatest()
       victim.kill()
