@@ -80,12 +80,17 @@ describe("roles composed by hand: two ingress processes and a processor+serving"
 
   it("holds a tenant's quota for both ingress processes together", { timeout: 60_000 }, async () => {
     // Tenant `other`: 100 messages/s, a burst of 100. Both processes are asked as fast as they answer.
-    const seconds = 2
-    const until = Date.now() + seconds * 1000
+    // At least 2 s, and on past that (up to 15 s) until the quota has refused something: a loaded
+    // machine may answer too slowly to exceed it in 2 s. The bound follows the time taken.
+    const started = Date.now()
     const accepted = [0, 0]
     let throttled = 0
+    const going = () => {
+      const elapsed = Date.now() - started
+      return elapsed < 2_000 || (throttled === 0 && elapsed < 15_000)
+    }
     const lane = async (worker: number) => {
-      for (let i = 0; Date.now() < until; i++) {
+      for (let i = 0; going(); i++) {
         const status = await post(ingest[worker]!, "other-thermo-1-secret", {
           id: `q${worker}-${i}`,
           temp_f: 70,
@@ -97,10 +102,11 @@ describe("roles composed by hand: two ingress processes and a processor+serving"
       }
     }
     await Promise.all([0, 1, 0, 1, 0, 1].map(lane))
+    const seconds = (Date.now() - started) / 1000
     const total = accepted[0]! + accepted[1]!
     // At most rate × T + burst + one 5-token lease per process; one bucket per process would allow twice that.
     expect(total).toBeLessThanOrEqual(100 * seconds + 100 + 2 * 5 + 5)
-    expect(total).toBeGreaterThanOrEqual(100 * seconds)
+    expect(total).toBeGreaterThanOrEqual(100 * Math.min(seconds, 2))
     expect(accepted[0]).toBeGreaterThan(0)
     expect(accepted[1]).toBeGreaterThan(0)
     expect(throttled).toBeGreaterThan(0)
