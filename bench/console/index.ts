@@ -34,8 +34,9 @@ import { cpus, loadavg, tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { type Browser, type BrowserContext, chromium } from "playwright-core"
+import type { Browser, BrowserContext } from "playwright-core"
 import { type Platform, startPlatform } from "../../test/e2e/platform.js"
+import { launchChromium } from "../../test/support/chromium.js"
 
 const { values: args } = parseArgs({
   options: {
@@ -400,20 +401,7 @@ const main = async () => {
     console.log(`  ${label.padEnd(50)} p50 ${ms(r.p50).padStart(8)}  p99 ${ms(r.p99).padStart(8)}`)
   }
 
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    timeout: 30_000,
-  })
+  browser = await launchChromium()
   // The platform's CPU at rest (the processor polls its shards, the registry is polled): 3 s.
   const idle0 = [platformCpuMs(), performance.now()]
   await new Promise((r) => setTimeout(r, 3_000))

@@ -10,8 +10,9 @@ import { mkdirSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import mqtt from "mqtt"
-import { type Browser, chromium, type Page } from "playwright-core"
+import type { Browser, Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { launchChromium } from "../support/chromium.js"
 import { DEMO_KEY, eventually, type Platform, startPlatform } from "./platform.js"
 
 const root = fileURLToPath(new URL("../..", import.meta.url))
@@ -69,24 +70,7 @@ beforeAll(async () => {
     timeout: 60_000,
     stdio: "inherit",
   })
-  ;[platform, browser] = await Promise.all([
-    startPlatform(),
-    chromium.launch({
-      executablePath: "/usr/bin/chromium",
-      // The background-networking flags keep Chromium from calling out of a closed network.
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-      timeout: 30_000,
-    }),
-  ])
+  ;[platform, browser] = await Promise.all([startPlatform(), launchChromium()])
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } })
   page = await context.newPage()
   page.setDefaultTimeout(10_000)
