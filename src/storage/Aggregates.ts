@@ -1,8 +1,8 @@
 /**
  * The SQL of `TelemetryStore.aggregate`: the raw computation over `telemetry FINAL`, or the
- * rollups of migration 5 (`telemetry_rollup`, 1 min and 1 h) with the range's unaligned edges
+ * rollups (`Rollups.ts`: `telemetry_rollup`, 1 min and 1 h) with the range's unaligned edges
  * computed from the readings, so that every answer is the raw one (the one exception, float
- * rounding of inexact sums, is in migration 5's comment).
+ * rounding of inexact sums, is in `Rollups.ts`).
  *
  * Buckets are epoch-aligned: a reading at ts lands in ts - positiveModulo(ts, interval), and a
  * bucket exists when the device has ANY reading in it. A rollup of granularity g answers an
@@ -10,8 +10,8 @@
  * coarsest such rollup reads the fewest rows.
  *
  * Rollup read: the g-buckets wholly inside [from, to) come from the rollup table, the readings in
- * the partial g-buckets at either end from `telemetry FINAL` as the partial rows the view folds
- * (`Migrations.rollupPartials`); both are rows of (bucket, readings, per-field maps of count, sum,
+ * the partial g-buckets at either end from `telemetry FINAL` as the partial rows the insert folds
+ * (`Rollups.partials`); both are rows of (bucket, readings, per-field maps of count, sum,
  * min, max). Each row's maps are looked up for the requested fields only, and one GROUP BY of
  * plain sum/min/max merges them into the answer, so the read never merges the maps of fields it
  * was not asked for. The rollup rows need no FINAL: counts and sums add, min and max are
@@ -25,14 +25,14 @@
  * the rollups are all there is of them.
  */
 import { Effect, Schema } from "effect"
-import { rollupGranularities, rollupPartials } from "./Migrations.js"
+import * as Rollups from "./Rollups.js"
 import { type AggregateBucket, type AggregateFn, InvalidQuery, StorageUnavailable } from "./TelemetryStore.js"
 
 /** The most fields one `aggregate` call may ask for. */
 export const maxAggregateFields = 64
 
 /** Where an answer is computed from: raw, or the rollup of that granularity (ms). */
-export type AggregateSource = "raw" | (typeof rollupGranularities)[number]
+export type AggregateSource = "raw" | (typeof Rollups.granularities)[number]
 
 /**
  * Aggregate function -> SQL over the rows that HAVE the field. Through the key and value arrays,
@@ -83,7 +83,7 @@ const positiveMod = (n: number, m: number) => ((n % m) + m) % m
 
 /** The coarsest rollup whose granularity divides `intervalMs`, or raw. */
 export const sourceFor = (intervalMs: number): AggregateSource =>
-  rollupGranularities.find((g) => intervalMs % g === 0) ?? "raw"
+  Rollups.granularities.find((g) => intervalMs % g === 0) ?? "raw"
 
 export interface AggregatePlan {
   /** What the answer is computed from ("raw" also when the range holds no whole rollup bucket). */
@@ -163,7 +163,7 @@ export const storedRows = (
 
 /**
  * Runs a plan. A rollup plan answers only when the rollup counted exactly the stored readings in
- * its span; otherwise (a replay under another dedup token, see migration 5) the raw plan does.
+ * its span; otherwise (a replay under another dedup token, see `Rollups.ts`) the raw plan does.
  */
 export const run = (select: Select, plan: AggregatePlan) =>
   Effect.gen(function* () {
@@ -180,7 +180,7 @@ export const run = (select: Select, plan: AggregatePlan) =>
     yield* Effect.annotateCurrentSpan({ rollup_mismatch: true })
     yield* Effect.logWarning(
       `the ${plan.source} ms rollup counted ${counted} readings where telemetry holds ${stored}: answered from raw; ` +
-        "a rebuild of the rollup (re-running its migration, ingest stopped) restores it",
+        "`sluice migrate --rebuild-rollups` (ingest stopped) recounts it",
     )
     const raw = verify.fallback
     const rawRows = yield* select("aggregate", Rows, raw.sql, raw.params)
@@ -273,7 +273,7 @@ export const plan = (
     ].map(
       ([a, b]) =>
         `SELECT ${start}, 0 AS counted, ${maps}
-         FROM (${rollupPartials(
+         FROM (${Rollups.partials(
            `(SELECT tenant_id, device_id, ts, num FROM ${db}.telemetry FINAL
              WHERE ${deviceRange} AND ${tsFrom(a!)} AND ${tsBefore(b!)})`,
            [g],

@@ -45,6 +45,7 @@ import * as DeviceActivity from "./DeviceActivity.js"
 import * as HistoryCursor from "./HistoryCursor.js"
 import * as Migrations from "./Migrations.js"
 import * as Retention from "./Retention.js"
+import * as Rollups from "./Rollups.js"
 import * as StorageConfig from "./StorageConfig.js"
 import {
   type DeadLetterFilter,
@@ -167,11 +168,8 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
                 columns: [...columns] as [string, ...Array<string>],
                 values: values as Array<unknown>,
                 format: "JSONEachRow",
-                // The dependent-view setting makes the rollups (migration 5) drop a redelivered
-                // block too; their sums, unlike `device_latest`'s maxima, would count it again.
                 clickhouse_settings: {
                   insert_deduplication_token: dedupToken,
-                  deduplicate_blocks_in_dependent_materialized_views: 1,
                   // A part per (tenant, month): past the default 100, a batch of readings with
                   // far-apart device clocks would be refused on every retry, stalling its shard.
                   max_partitions_per_insert_block: "0",
@@ -187,6 +185,15 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
     ) {
       yield* Effect.annotateCurrentSpan({ rows: rows.length })
       yield* insertInto("insert", "telemetry", telemetryColumns, rows.map(encodeRow), dedupToken)
+      // The batch's rollup rows, after its readings and under a token of its own, so a retry after
+      // a failure between the two stores the rollup once and the readings once (Rollups.ts).
+      yield* insertInto(
+        "insert",
+        "telemetry_rollup",
+        Rollups.columns,
+        Rollups.fold(rows),
+        `${dedupToken}/rollup`,
+      )
     })
 
     const insertDeadLetters = Effect.fn("TelemetryStore.insertDeadLetters")(function* (

@@ -31,6 +31,7 @@ import type { ClickHouseClient } from "@clickhouse/client"
 import { Effect, Schema } from "effect"
 import * as MigrationLock from "./MigrationLock.js"
 import * as Repartition from "./Repartition.js"
+import * as Rollups from "./Rollups.js"
 import { StorageUnavailable } from "./TelemetryStore.js"
 
 export interface Migration {
@@ -85,45 +86,6 @@ const latestStates = (db: string) =>
      maxState(received_at) AS last_seen
    FROM ${db}.telemetry
    GROUP BY tenant_id, device_id`
-
-/**
- * Migration 5: the rollups' granularities (bucket widths in ms), coarsest first. Adding one is a
- * new migration replacing the view (and a rebuild for the history), not an edit of this list.
- */
-export const rollupGranularities = [3_600_000, 60_000] as const
-
-/**
- * Migration 5's view and backfill, and the edges of a rollup read (`Aggregates.ts`), which must
- * fold readings exactly as the view does: each row of `source` once per granularity, as a partial
- * rollup row of its bucket: `readings` 1 (every reading, numeric fields or not, so a bucket with
- * readings but no number exists as in the raw query, and the readings counted can be checked
- * against `count()` of `telemetry FINAL`: how a read notices a replay, see migration 5) and per
- * numeric field maps of count (1), sum, min and max (the value). Buckets are arithmetic on epoch
- * ms, as the raw query's, so times before 1970 (to 1900) and after 2106 (to 2299) bucket right
- * where date functions would not.
- */
-export const rollupPartials = (source: string, granularities: ReadonlyArray<number>) =>
-  `SELECT tenant_id, device_id, granularity,
-     toUnixTimestamp64Milli(ts) - positiveModulo(toUnixTimestamp64Milli(ts), granularity) AS bucket,
-     toUInt64(1) AS readings, mapApply((k, v) -> (k, toUInt64(1)), num) AS value_count,
-     num AS value_sum, num AS value_min, num AS value_max
-   FROM ${source}
-   ARRAY JOIN CAST([${granularities.join(", ")}] AS Array(UInt32)) AS granularity`
-
-/**
- * The partials of `source` folded per (tenant, device, granularity, bucket): what the view writes
- * and the backfill. `sumMap`/`minMap`/`maxMap` fold as a read folds the partials (checked on chDB
- * 26.7): a key whose sum is 0 is kept (a field's count is never 0 anyway, and a read takes a
- * missing key as count 0); min and max skip NaN as `minIfOrNull` does (NaN only if every value
- * is); a field called '' is a key like any other; -0 and 0 compare equal, so which one a min or
- * max keeps depends on the order, in raw reads as here.
- */
-const rollupStates = (source: string, granularities: ReadonlyArray<number>) =>
-  `SELECT tenant_id, device_id, granularity, bucket, sum(readings) AS readings,
-     sumMap(value_count) AS value_count, sumMap(value_sum) AS value_sum,
-     minMap(value_min) AS value_min, maxMap(value_max) AS value_max
-   FROM (${rollupPartials(source, granularities)})
-   GROUP BY tenant_id, device_id, granularity, bucket`
 
 /** Every migration, in order. Append only. */
 export const migrations: ReadonlyArray<Migration> = [
@@ -228,50 +190,20 @@ export const migrations: ReadonlyArray<Migration> = [
   {
     id: 5,
     name: "telemetry_rollup: per-minute and hourly rollups per device",
-    // Per (tenant, device, granularity, bucket), granularity 1 min or 1 h: the readings, and per
-    // numeric field count, sum, min and max (maps keyed by field), enough for every aggregate
-    // function (avg = sum / count); `aggregate` reads the coarsest granularity dividing the
-    // interval. One table and one view for both granularities, a row per device and bucket
-    // rather than per field: one GROUP BY per insert instead of two chained views over a row
-    // per field (3,000-row batches of 3 fields: ~3.5 µs of CPU per inserted row over no view,
-    // against ~5.5 µs for the two per-field tables).
+    // The table of Rollups.ts (what it holds, why it is exact); one table for both granularities,
+    // a row per device and bucket rather than per field (two chained per-field tables cost ~5.5
+    // µs of CPU per inserted row against ~3.5). PARTITION BY (tenant, month of the bucket) so
+    // retention drops a tenant's old months whole; toYYYYMM of a DateTime64 is right over
+    // 1900-2299. ORDER BY (tenant, device, granularity, bucket): "one device, one granularity, a
+    // range of buckets" is one range of the key. `non_replicated_deduplication_window`: a
+    // redelivered block is dropped here as its readings are in `telemetry`; without a window the
+    // table keeps no tokens and counts it twice.
     //
-    // PARTITION BY (tenant, month of the bucket) so retention drops a tenant's old months whole;
-    // toYYYYMM of a DateTime64 is right over 1900-2299. ORDER BY (tenant, device, granularity,
-    // bucket): "one device, one granularity, a range of buckets" is one range of the key.
-    // `non_replicated_deduplication_window`: with the insert setting
-    // `deduplicate_blocks_in_dependent_materialized_views` (ClickHouseTelemetryStore), a
-    // redelivered block's rollup rows carry tokens derived from the insert's and are dropped here
-    // as its `telemetry` part is there; without a window the target keeps no tokens and counts it
-    // twice.
-    //
-    // Exactness against the raw computation (telemetry FINAL):
-    // - A redelivered batch under its token reaches neither `telemetry` nor this table (above).
-    // - A replay of rows under ANOTHER token (cut into other batches, or older than the dedup
-    //   window) is stored twice: FINAL hides the copy from raw reads, but here it adds to count
-    //   and sum (min and max are unchanged). So a read checks the readings the rollup counted
-    //   in its range (`readings`) against `count()` of `telemetry FINAL` there and answers from
-    //   raw when they differ (`Aggregates.ts`): still exact, only slower, until a rebuild (this
-    //   migration's statements re-run with ingest stopped: below) recounts. Rare: the tokens
-    //   come from stream positions, and a replay re-cuts batches only after a crash or a lease
-    //   takeover. The check also catches a rollup that missed readings (the gaps below), not a
-    //   range where a missed reading and a replayed one cancel out.
-    // - Floats: sums of partial sums are the raw sum when the partials are exact (integers,
-    //   binary fractions); otherwise they may differ in the last bits (the raw sum's order is not
-    //   fixed either), and a finite sum that overflows to ±Infinity may do so in one order only.
-    //   NaN and ±Infinity otherwise agree: min and max skip NaN (NaN only if every value is), any
-    //   NaN or +Infinity with -Infinity makes the sum NaN, in any order.
-    //
-    // View, then TRUNCATE, then the backfill from `telemetry FINAL` (each stored reading once):
-    // whatever the view counted before the truncation, the backfill counts again, so a re-run
-    // of this migration (interrupted, or on purpose) leaves exactly the raw answer, which also
-    // makes re-running these statements, ingest stopped, the rebuild that clears the replay gap
-    // above. The gaps, all from ANOTHER process writing `telemetry` meanwhile (a store migrates
-    // before it inserts): an insert committed between the truncation and the backfill's read
-    // is counted by the view and the backfill; an insert that began before the view existed
-    // and committed after that read is counted by neither; two processes running this migration
-    // at once may interleave truncations and backfills and count the history twice. So migrate
-    // a server once (`sluice migrate`) with ingest stopped; the stream holds the data meanwhile.
+    // Written by a view until migration 6 replaced it with the store's own insert. View, then
+    // TRUNCATE, then the backfill from `telemetry FINAL`: whatever the view counted before the
+    // truncation the backfill counts again, so a re-run of this migration leaves exactly the raw
+    // answer. An insert by ANOTHER process meanwhile may be counted twice or not at all (reads
+    // then answer from raw: Rollups.ts), so migrate a server once with ingest stopped.
     statements: (db) => [
       `CREATE TABLE IF NOT EXISTS ${db}.telemetry_rollup (
         tenant_id LowCardinality(String),
@@ -289,15 +221,22 @@ export const migrations: ReadonlyArray<Migration> = [
       ORDER BY (tenant_id, device_id, granularity, bucket)
       SETTINGS non_replicated_deduplication_window = ${dedupWindow}`,
       `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.telemetry_rollup_mv TO ${db}.telemetry_rollup AS
-       ${rollupStates(`${db}.telemetry`, rollupGranularities)}`,
-      // Emptied before the backfill so that a re-run (this migration interrupted, or a rebuild)
-      // recounts everything once instead of adding to what the view and the last run counted.
-      `TRUNCATE TABLE ${db}.telemetry_rollup`,
-      `INSERT INTO ${db}.telemetry_rollup
-         (tenant_id, device_id, granularity, bucket, readings, value_count, value_sum, value_min, value_max)
-       ${rollupStates(`${db}.telemetry FINAL`, rollupGranularities)}
-       SETTINGS do_not_merge_across_partitions_select_final = 1`,
+       ${Rollups.states(`${db}.telemetry`)}`,
+      // Emptied before the backfill so that a re-run (this migration interrupted) recounts
+      // everything once instead of adding to what the view and the last run counted.
+      ...Rollups.rebuild(db),
     ],
+  },
+  {
+    id: 6,
+    name: "telemetry_rollup written by the store's insert, not a view",
+    // The store folds each batch into its rollup rows in JavaScript and inserts them under the
+    // batch's token (Rollups.ts): ~400 rows for a batch of 3,000 readings from 200 devices instead
+    // of the view's GROUP BY over every reading (~3 µs of CPU per reading; bench/README.md). No
+    // recount: the view's rows were exact. A reading stored by an older Sluice after this point
+    // reaches no rollup; reads notice the count mismatch and answer from raw until
+    // `sluice migrate --rebuild-rollups` (so upgrade a server with its processors stopped).
+    statements: (db) => [`DROP VIEW IF EXISTS ${db}.telemetry_rollup_mv`],
   },
 ]
 

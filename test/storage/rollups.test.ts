@@ -1,8 +1,9 @@
 /**
- * `aggregate` through the rollups (migration 5: `telemetry_rollup`, 1 min and 1 h buckets, kept by
- * a materialized view) must answer exactly as the raw computation (`source: "raw"`, telemetry
- * FINAL): on random ranges, aligned or not, and intervals, with batches redelivered under their
- * token, late readings, several tenants per batch, times before 1970 and after 2106, and after an
+ * `aggregate` through the rollups (`Rollups.ts`: `telemetry_rollup`, 1 min and 1 h buckets, folded
+ * from each batch by the store's insert) must answer exactly as the raw computation (`source:
+ * "raw"`, telemetry FINAL): on random ranges, aligned or not, and intervals, with batches
+ * redelivered under their token (also after a failure between the readings and their rollup),
+ * late readings, several tenants per batch, times before 1970 and after 2106, and after an
  * upgrade whose backfill wrote the history. Values are multiples of 1/8 so every sum is exact in
  * any order. On chDB: one data directory for the file, a database per test.
  */
@@ -14,6 +15,7 @@ import { Effect, Logger, LogLevel } from "effect"
 import { encodeRow } from "../../src/storage/ClickHouseTables.js"
 import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
 import * as Migrations from "../../src/storage/Migrations.js"
+import * as Rollups from "../../src/storage/Rollups.js"
 import {
   type AggregateFn,
   type FieldValue,
@@ -291,14 +293,58 @@ describe("aggregate through the rollups equals the raw computation", () => {
           )
           expect(replayed.map((b) => b.values.count_x)).toEqual([1, 1])
           expect(warnings).toHaveLength(1)
-          // The rebuild: migration 5 re-run, ingest stopped, recounts from telemetry FINAL.
-          for (const m of Migrations.migrations.filter((m) => m.id >= 5)) {
-            for (const statement of m.statements(database)) yield* raw(statement)
-          }
+          // The rebuild (`sluice migrate --rebuild-rollups`, ingest stopped) recounts from FINAL.
+          for (const statement of Rollups.rebuild(database)) yield* raw(statement)
           expect(yield* stored()).toEqual([6, 6])
           for (const tenant of ["a", "b", "c"]) yield* sameAsRaw(store, tenant, "d1", range, hour, ["x"])
         }),
       ),
+  )
+
+  it.scoped("a batch whose readings were stored but not its rollup is retried: each stored once", () =>
+    withStore((store, database) =>
+      Effect.gen(function* () {
+        const batch = ["a", "b"].flatMap((tenantId) =>
+          [0, 1, 61, 119].map((m) =>
+            reading(t0 + m * minute, { tenantId, msgId: `m${m}`, values: { x: m } }),
+          ),
+        )
+        // The first attempt stopped after the readings' insert (the process died, the rollup's
+        // insert failed): the readings are there under the batch's token, the rollup has nothing.
+        yield* Effect.acquireUseRelease(
+          Effect.sync(() => ClickHouseTelemetryStore.openClient(config(database).target)),
+          (client) =>
+            Effect.promise(() =>
+              client.insert({
+                table: `${database}.telemetry`,
+                values: batch.map(encodeRow),
+                format: "JSONEachRow",
+                clickhouse_settings: { insert_deduplication_token: "shard-1:7-14" },
+              }),
+            ),
+          (client) => Effect.promise(() => client.close()),
+        )
+        const range = { from: t0, to: t0 + 2 * hour }
+        warnings.length = 0
+        yield* sameAsRaw(store, "a", "d1", range, hour, ["x"]).pipe(Effect.provide(recordWarnings))
+        expect(warnings).toHaveLength(1) // the rollup counted nothing: answered from raw
+        // The retry under the same token: the readings are dropped as a duplicate, the rollup stored.
+        yield* store.insert(batch, "shard-1:7-14")
+        yield* store.insert(batch, "shard-1:7-14")
+        warnings.length = 0
+        for (const tenant of ["a", "b"]) {
+          for (const interval of [minute, hour]) {
+            const answer = yield* sameAsRaw(store, tenant, "d1", range, interval, ["x"]).pipe(
+              Effect.provide(recordWarnings),
+            )
+            expect(answer.reduce((n, b) => n + (b.values.count_x ?? 0), 0)).toBe(4)
+          }
+        }
+        expect(warnings).toEqual([])
+        const counted = yield* raw(`SELECT sum(readings) AS n FROM ${database}.telemetry_rollup`)
+        expect(Number(counted[0]!.n)).toBe(2 * 2 * 4) // 2 tenants × 2 granularities × 4 readings
+      }),
+    ),
   )
 
   it.scoped("buckets without numeric values, NaN and infinities, times before 1970 and after 2106", () =>
@@ -414,7 +460,7 @@ describe("aggregate through the rollups equals the raw computation", () => {
         )
         expect(n.map((r) => Number(r.n))).toEqual(Array(2).fill(rows.filter((r) => "x" in r.values).length))
         yield* compare(store)
-        // The views took over: new readings reach the rollups.
+        // New readings reach the rollups through the store's insert.
         yield* store.insert(randomReadings(random, 300, 2), "after-upgrade")
         yield* compare(store)
         // Migration 5 re-run (as after a stop before its record): the backfill replaces its own
