@@ -87,7 +87,7 @@ if (cli.mode._tag === "Supervisor" && cluster.isPrimary) {
   const { Effect } = await import("effect")
   const MigrateCommand = await import("./storage/MigrateCommand.js")
   const code = await Effect.runPromise(
-    MigrateCommand.run(cli.mode.dryRun).pipe(Effect.withConfigProvider(cli.provider)),
+    MigrateCommand.run(cli.mode).pipe(Effect.withConfigProvider(cli.provider)),
   )
   process.exit(code)
 } else if (cli.mode._tag === "CopyStore") {

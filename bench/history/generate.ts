@@ -1,10 +1,13 @@
 /**
  * Generates `devices × perDevice` readings straight into the store's `telemetry` table with one
- * INSERT … SELECT FROM numbers() per chunk of devices, so every materialized view (latest, rollups)
- * is fed exactly as by the processor's inserts, without the pipeline's cost. Device `dev-00042`
+ * INSERT … SELECT FROM numbers() per chunk of devices, without the pipeline's cost; then the
+ * chunk's latest states and rollups, which the store's insert writes, from the chunk's stored
+ * readings by the backfills' own SQL (`Latest.states`, `Rollups.states`). Device `dev-00042`
  * reads every `stepMs` up to `end`; values are exact in binary (multiples of 1/8).
  */
 import type { ClickHouseClient } from "@clickhouse/client"
+import * as Latest from "../../src/storage/Latest.js"
+import * as Rollups from "../../src/storage/Rollups.js"
 
 export interface Fleet {
   readonly tenant: string
@@ -49,6 +52,23 @@ export const generate = async (
         count: count * fleet.perDevice,
       },
       clickhouse_settings: { insert_deduplication_token: `bench-history-${first}` },
+    })
+    const chunkRows = (final: string) =>
+      `(SELECT * FROM ${db}.telemetry ${final}
+        WHERE tenant_id = {tenant:String} AND device_id BETWEEN {first:String} AND {last:String})`
+    const params = { tenant: fleet.tenant, first: deviceId(first), last: deviceId(first + count - 1) }
+    await client.command({
+      query: `INSERT INTO ${db}.device_latest (tenant_id, device_id, latest, last_seen)
+        ${Latest.states(chunkRows(""))}`,
+      query_params: params,
+      clickhouse_settings: { insert_deduplication_token: `bench-history-${first}/latest` },
+    })
+    await client.command({
+      query: `INSERT INTO ${db}.telemetry_rollup (${Rollups.columns.join(", ")})
+        ${Rollups.states(chunkRows("FINAL"))}
+        SETTINGS do_not_merge_across_partitions_select_final = 1`,
+      query_params: params,
+      clickhouse_settings: { insert_deduplication_token: `bench-history-${first}/rollup` },
     })
     onChunk(first + count, (performance.now() - started) / 1000)
   }

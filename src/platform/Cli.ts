@@ -13,7 +13,7 @@ export const usage = `usage: sluice [--role ROLES | --single-process] [--config 
               [--supervisor-port N]
        sluice --copy-store-to URL [--data-dir DIR]
        sluice apply FILE [--dry-run] [--data-dir DIR]
-       sluice migrate [--dry-run] [--data-dir DIR]
+       sluice migrate [--dry-run | --rebuild-rollups] [--data-dir DIR]
 
   (no --role)            run every role, each tier in its own child process under a supervisor
                          that restarts a child that dies and shuts down in order (the default)
@@ -37,7 +37,10 @@ export const usage = `usage: sluice [--role ROLES | --single-process] [--config 
                          second. --dry-run: print it, write nothing
   migrate                apply the store's pending schema migrations (chDB in the data directory, or
                          SLUICE_CLICKHOUSE_URL) and print each, then exit; every start does the same.
-                         --dry-run: list them, change nothing. On chDB, run it with the platform stopped
+                         --dry-run: list them, change nothing. --rebuild-rollups: then recount the
+                         1-minute and 1-hour rollups from the stored readings (after a replay, or
+                         readings stored without them), ingest stopped. On chDB, run it with the
+                         platform stopped
   --version              print the version
   -h, --help             print this
 
@@ -52,7 +55,7 @@ export type Mode =
   /** `apply FILE`: apply a configuration file to the registry, then exit. */
   | { readonly _tag: "Apply"; readonly file: string; readonly dryRun: boolean }
   /** `migrate`: apply (or list) the store's pending schema migrations, then exit. */
-  | { readonly _tag: "Migrate"; readonly dryRun: boolean }
+  | { readonly _tag: "Migrate"; readonly dryRun: boolean; readonly rebuildRollups: boolean }
   /** `--copy-store-to URL`: copy the embedded store into a ClickHouse server, then exit. */
   | { readonly _tag: "CopyStore"; readonly url: string }
 
@@ -94,6 +97,7 @@ export const parse = (argv: ReadonlyArray<string>): Cli => {
       host: { type: "string" },
       "copy-store-to": { type: "string" },
       "dry-run": { type: "boolean", default: false },
+      "rebuild-rollups": { type: "boolean", default: false },
     },
     strict: true,
     allowPositionals: true,
@@ -118,6 +122,12 @@ export const parse = (argv: ReadonlyArray<string>): Cli => {
   }
   if (values["dry-run"] === true && command === undefined) {
     throw new TypeError("--dry-run goes with apply FILE or migrate")
+  }
+  if (values["rebuild-rollups"] === true && command !== "migrate") {
+    throw new TypeError("--rebuild-rollups goes with migrate")
+  }
+  if (values["rebuild-rollups"] === true && values["dry-run"] === true) {
+    throw new TypeError("--rebuild-rollups and --dry-run exclude each other")
   }
   if (values.role !== undefined && values["single-process"] === true) {
     throw new TypeError("--role and --single-process exclude each other")
@@ -154,7 +164,11 @@ export const parse = (argv: ReadonlyArray<string>): Cli => {
     command === "apply"
       ? { _tag: "Apply", file: positionals[1]!, dryRun: values["dry-run"] === true }
       : command === "migrate"
-        ? { _tag: "Migrate", dryRun: values["dry-run"] === true }
+        ? {
+            _tag: "Migrate",
+            dryRun: values["dry-run"] === true,
+            rebuildRollups: values["rebuild-rollups"] === true,
+          }
         : values["copy-store-to"] !== undefined
           ? { _tag: "CopyStore", url: values["copy-store-to"] }
           : values.role !== undefined

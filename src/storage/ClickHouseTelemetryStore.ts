@@ -43,6 +43,7 @@ import {
 } from "./ClickHouseTables.js"
 import * as DeviceActivity from "./DeviceActivity.js"
 import * as HistoryCursor from "./HistoryCursor.js"
+import * as Latest from "./Latest.js"
 import * as Migrations from "./Migrations.js"
 import * as Retention from "./Retention.js"
 import * as Rollups from "./Rollups.js"
@@ -185,6 +186,15 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
     ) {
       yield* Effect.annotateCurrentSpan({ rows: rows.length })
       yield* insertInto("insert", "telemetry", telemetryColumns, rows.map(encodeRow), dedupToken)
+      // Each device's rows that can change its latest reading or last seen (Latest.ts): states
+      // merge idempotently, so a retry adds nothing and needs no token of its own to be right.
+      yield* insertInto(
+        "insert",
+        "latest_input",
+        telemetryColumns,
+        Latest.pick(rows).map(encodeRow),
+        `${dedupToken}/latest`,
+      )
       // The batch's rollup rows, after its readings and under a token of its own, so a retry after
       // a failure between the two stores the rollup once and the readings once (Rollups.ts).
       yield* insertInto(
@@ -274,9 +284,9 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
       return yield* Aggregates.run(select, plan)
     })
 
-    // `latest` and the activity reads (`DeviceActivity.ts`) read `device_latest` (migration 3):
-    // per device, argMax states of the reading by (ts, msg_id) and max states of received_at, kept
-    // by a materialized view as rows are stored, so their cost does not grow with history.
+    // `latest` and the activity reads (`DeviceActivity.ts`) read `device_latest` (Latest.ts): per
+    // device, argMax states of the reading by (ts, msg_id) and max states of received_at, kept as
+    // rows are stored (`insert`), so their cost does not grow with history.
     // Duplicates cannot change a max, so none needs FINAL. GROUP BY merges the states of a device
     // not yet merged on disk.
     const latest = Effect.fn("TelemetryStore.latest")(function* (tenantId: string, deviceId: string) {

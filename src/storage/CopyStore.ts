@@ -9,12 +9,15 @@
  * every value, NaN and infinities included, and passes through any HTTP proxy). Nothing goes
  * through Node's memory. The credentials travel in headers, and the statement is not written to
  * chDB's query log. Running it twice leaves the rows counted once: every read uses FINAL on the
- * rows' identity.
+ * rows' identity. The server's latest readings and rollups, which the store's insert writes, are
+ * then rebuilt from its readings (`Latest.backfill`, `Rollups.rebuild`).
  */
 import { join } from "node:path"
 import { Effect, Redacted } from "effect"
 import { dataDir } from "../platform/DataDir.js"
 import { openClient, make as openStore } from "./ClickHouseTelemetryStore.js"
+import * as Latest from "./Latest.js"
+import * as Rollups from "./Rollups.js"
 import type { ClickHouseConfig } from "./StorageConfig.js"
 import * as StorageConfig from "./StorageConfig.js"
 import { StorageUnavailable } from "./TelemetryStore.js"
@@ -86,6 +89,19 @@ export const copy = (chdbPath: string, to: ClickHouseConfig) =>
           }),
       })
       copied.push({ table, source: yield* count(source, table), target: yield* count(target, table) })
+    }
+    // The latest readings and the rollups are written by the store's insert, which the copy
+    // bypasses: add the latest states of the server's readings (duplicates change nothing), and
+    // recount its rollups (each reading once, FINAL), so a second copy counts nothing twice.
+    for (const statement of [Latest.backfill(db), ...Rollups.rebuild(db)]) {
+      yield* Effect.tryPromise({
+        try: () => target.command({ query: statement }),
+        catch: (cause) =>
+          new StorageUnavailable({
+            operation: "rebuild device_latest and telemetry_rollup",
+            reason: String((cause as Error).message ?? cause),
+          }),
+      })
     }
     return copied
   }).pipe(Effect.scoped)

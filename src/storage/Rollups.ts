@@ -76,6 +76,14 @@ export const states = (source: string) =>
    GROUP BY tenant_id, device_id, granularity, bucket`
 
 /**
+ * For an INSERT … SELECT that recounts: no dedup (the block is no redelivery). The token too: on
+ * chDB an earlier insert's token stays set on the session and would make ClickHouse drop the block
+ * as that insert's redelivery. No partition limit: the history spans any number of months.
+ */
+export const recount =
+  "insert_deduplicate = 0, insert_deduplication_token = '', max_partitions_per_insert_block = 0"
+
+/**
  * Recounts the rollups from the stored readings, each once (`telemetry FINAL`): after a replay
  * under another token, or to fill a rollup that missed inserts (an older Sluice writing without
  * it). Run with ingest stopped (`sluice migrate --rebuild-rollups`): a batch stored between the
@@ -86,7 +94,7 @@ export const rebuild = (db: string) => [
   `TRUNCATE TABLE ${db}.telemetry_rollup`,
   `INSERT INTO ${db}.telemetry_rollup (${columns.join(", ")})
    ${states(`${db}.telemetry FINAL`)}
-   SETTINGS do_not_merge_across_partitions_select_final = 1`,
+   SETTINGS do_not_merge_across_partitions_select_final = 1, ${recount}`,
 ]
 
 /** JSON has no NaN or Infinity; ClickHouse reads these strings into a Float64. */

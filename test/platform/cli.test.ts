@@ -34,12 +34,20 @@ describe("sluice flags", () => {
     )
   })
 
-  it("parses migrate [--dry-run] as a command that runs alone", () => {
-    expect(Cli.parse(["migrate"]).mode).toEqual({ _tag: "Migrate", dryRun: false })
+  it("parses migrate [--dry-run | --rebuild-rollups] as a command that runs alone", () => {
+    expect(Cli.parse(["migrate"]).mode).toEqual({ _tag: "Migrate", dryRun: false, rebuildRollups: false })
     expect(Cli.parse(["migrate", "--dry-run", "--data-dir", "/tmp/x"]).mode).toEqual({
       _tag: "Migrate",
       dryRun: true,
+      rebuildRollups: false,
     })
+    expect(Cli.parse(["migrate", "--rebuild-rollups"]).mode).toEqual({
+      _tag: "Migrate",
+      dryRun: false,
+      rebuildRollups: true,
+    })
+    expect(() => Cli.parse(["--rebuild-rollups"])).toThrow(/--rebuild-rollups goes with migrate/)
+    expect(() => Cli.parse(["migrate", "--rebuild-rollups", "--dry-run"])).toThrow(/exclude each other/)
     expect(() => Cli.parse(["migrate", "now"])).toThrow(/migrate: takes no argument/)
     expect(() => Cli.parse(["migrate", "--role", "processor"])).toThrow(/migrate runs alone/)
     expect(() => Cli.parse(["migrate", "--copy-store-to", "http://ch:8123"])).toThrow(/exclude each other/)

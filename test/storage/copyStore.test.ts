@@ -2,7 +2,8 @@
  * `sluice --copy-store-to URL`: the embedded store (chDB in this process) copied into a ClickHouse
  * server — chDB behind ClickHouse's HTTP interface in a separate process (a test peer, not
  * clickhouse-server). Every row and dead letter arrives with every value type intact, the reads
- * through the store on the server equal the reads on chDB, and a second copy counts nothing twice.
+ * through the store on the server equal the reads on chDB — aggregates through the rollups too,
+ * which the copy recounts on the server — and a second copy counts nothing twice.
  */
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -53,11 +54,15 @@ describe("copying the embedded store into a ClickHouse server (chDB behind Click
           reading(t0 + 600, { tenantId: "other", deviceId: "o1", values: { s: "tab\there" } }),
         ]
         const dead = Array.from({ length: 5 }, (_, i) => deadLetter(i))
+        // Through the hourly rollup: `source: "rollup"` reads it however few rows the range holds.
+        const hourly = { intervalMs: 3_600_000, fields: ["t"], fns: ["count", "sum", "max"] as const }
+        const range = { from: t0, to: t0 + 3_600_000 }
         const local = yield* Effect.gen(function* () {
           const store = yield* TelemetryStore
           yield* store.insert(rows, "copy-1")
           yield* store.insertDeadLetters(dead, "copy-dl-1")
           return {
+            aggregate: yield* store.aggregate("acme", "d1", range, { ...hourly, source: "rollup" }),
             history: yield* historyOf(store),
             other: yield* historyOf(store, "other", "o1"),
             deadLetters: yield* store.deadLetters("acme", 10),
@@ -75,6 +80,21 @@ describe("copying the embedded store into a ClickHouse server (chDB behind Click
         yield* Effect.gen(function* () {
           const store = yield* TelemetryStore
           expect(yield* historyOf(store)).toEqual(local.history)
+          const rollup = yield* store.aggregate("acme", "d1", range, { ...hourly, source: "rollup" })
+          expect(rollup).toEqual(local.aggregate)
+          expect(rollup).toEqual(yield* store.aggregate("acme", "d1", range, { ...hourly, source: "raw" }))
+          expect(rollup[0]?.values.count_t).toBe(500)
+          // Counted once by the rollup, after two copies: the read above was the rollup's, not raw's.
+          const client = ClickHouseTelemetryStore.openClient(onServer("sluice").target)
+          const counted = yield* Effect.promise(async () => {
+            const result = await client.query({
+              query:
+                "SELECT granularity, sum(readings) AS n FROM sluice.telemetry_rollup GROUP BY granularity",
+              format: "JSONEachRow",
+            })
+            return result.json<{ granularity: number; n: string }>()
+          }).pipe(Effect.ensuring(Effect.promise(() => client.close())))
+          expect(counted.map((r) => Number(r.n))).toEqual([rows.length, rows.length])
           expect(yield* historyOf(store, "other", "o1")).toEqual(local.other)
           expect(yield* store.deadLetters("acme", 10)).toEqual(local.deadLetters)
         }).pipe(Effect.provide(ClickHouseTelemetryStore.layerWith(onServer("sluice"))))

@@ -1,6 +1,6 @@
 /**
- * `latest` and `activity` read `device_latest` (migration 3: argMax/max states kept by a
- * materialized view on `telemetry`, backfilled from the rows stored before it). Their answers must
+ * `latest` and `activity` read `device_latest` (Latest.ts: argMax/max states of each batch's rows
+ * that can win, kept by the store's insert; backfilled from the rows stored before). Their answers must
  * stay the ones of a scan of the raw table: latest by device time (ties by msg_id), last seen by
  * arrival, duplicates and redeliveries changing nothing, tenants and devices apart. On chDB: one
  * data directory for the file, a database per test.
@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Option, Schema } from "effect"
 import { decodeRow, encodeRow, StoredRows, storedRowSelect } from "../../src/storage/ClickHouseTables.js"
 import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
+import * as Latest from "../../src/storage/Latest.js"
 import * as Migrations from "../../src/storage/Migrations.js"
 import {
   type DeviceActivity,
@@ -124,6 +125,33 @@ describe("latest and last seen from device_latest", () => {
         expect(yield* store.latest("acme", "nope")).toEqual(Option.none())
       }),
     ),
+  )
+
+  it.scoped(
+    "a tie on device time in one batch goes to the msg_id greatest in UTF-8, as ClickHouse orders it",
+    () =>
+      withStore((store, database) =>
+        Effect.gen(function* () {
+          // In UTF-16 (JavaScript's <) U+FF61 sorts after U+1F600's surrogates; in UTF-8 bytes before.
+          const bmp = reading(t0, { msgId: "\uFF61", values: { t: 1 } })
+          const astral = reading(t0, { msgId: "\u{1F600}", values: { t: 2 } })
+          const early = reading(t0 - 1, {
+            msgId: "\u{1F600}\u{1F600}",
+            receivedAt: t0 + 900,
+            values: { t: 3 },
+          })
+          for (const [i, batch] of [
+            [bmp, astral, early],
+            [astral, bmp, early],
+            [early, bmp, astral],
+          ].entries()) {
+            yield* store.insert(batch, `tie-${i}`)
+            expect(yield* store.latest("acme", "d1")).toEqual(Option.some(astral))
+            expect(yield* store.activity("acme")).toEqual([{ deviceId: "d1", lastSeen: t0 + 900 }])
+          }
+          yield* matchesRaw(store, database, "acme", ["d1"])
+        }),
+      ),
   )
 
   it.scoped("a redelivered batch (same token, or replayed under another) changes nothing", () =>
@@ -283,14 +311,14 @@ describe("latest and last seen from device_latest", () => {
           { deviceId: "d1", lastSeen: t0 + 9000 },
           { deviceId: "d2", lastSeen: t0 + 600 },
         ])
-        // The view took over: a new reading reaches latest.
+        // The store's insert took over: a new reading reaches latest.
         const after = reading(t0 + 4000, { receivedAt: t0 + 4001 })
         yield* store.insert([after], "after-3")
         expect(yield* store.latest("acme", "d1")).toEqual(Option.some(after))
-        // Migration 3 re-run (as after a stop before its record): the backfill adds duplicate
-        // states only, which merge to the same answers.
+        // The backfill run again (a copy into a server does so): it adds duplicate states only,
+        // which merge to the same answers.
         yield* raw(`SYSTEM STOP MERGES ${database}.device_latest`)
-        for (const statement of Migrations.migrations[2]!.statements(database)) yield* raw(statement)
+        yield* raw(Latest.backfill(database))
         expect(yield* rawCount(database, "device_latest")).toBeGreaterThan(3)
         expect(yield* store.latest("acme", "d1")).toEqual(Option.some(after))
         yield* matchesRaw(store, database, "acme", ["d1", "d2"])

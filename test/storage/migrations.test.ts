@@ -243,14 +243,18 @@ describe("schema migrations on chDB", () => {
 
 const upTo3 = Migrations.migrations.filter((m) => m.id <= 3)
 
-/** Every row of a table as reads see it (FINAL: a merge may drop a duplicate any time), in order. */
+/**
+ * Every row of a table as reads see it, in order: FINAL (a merge may drop a duplicate any time);
+ * device_latest's states merged per device (a merge, or a copy, may fold them any time).
+ */
 const dump = (client: ClickHouseClient, db: string, table: string) =>
   Effect.map(
     select(
       client,
       table === "device_latest"
-        ? `SELECT tenant_id, device_id, toString(finalizeAggregation(latest)) AS latest,
-             toString(finalizeAggregation(last_seen)) AS last_seen FROM ${db}.${table} ORDER BY ALL`
+        ? `SELECT tenant_id, device_id, toString(argMaxMerge(latest)) AS latest,
+             toString(maxMerge(last_seen)) AS last_seen FROM ${db}.${table}
+           GROUP BY tenant_id, device_id ORDER BY ALL`
         : `SELECT * FROM ${db}.${table} FINAL ORDER BY ALL`,
     ),
     (rows) => JSON.stringify(rows),
@@ -377,7 +381,23 @@ describe("migration 4: telemetry and dead_letters repartitioned by (tenant, mont
             "('globex',202501)",
           ])
 
-          // device_latest_mv still fires: a newer reading through the store is the latest.
+          // Migration 7: device_latest in granules of 256, fed through latest_input; no view left
+          // on telemetry (6 and 7 dropped them), no spare table.
+          const tables = yield* select(
+            client,
+            `SELECT name, engine, create_table_query LIKE '%index_granularity = 256%' AS small
+             FROM system.tables WHERE database = '${db}' ORDER BY name`,
+          )
+          expect(tables.map((t) => [t.name, t.engine, Number(t.small)])).toEqual([
+            ["dead_letters", "ReplacingMergeTree", 0],
+            ["device_latest", "AggregatingMergeTree", 1],
+            ["latest_input", "Null", 0],
+            ["latest_input_mv", "MaterializedView", 0],
+            ["schema_migrations", "MergeTree", 0],
+            ["telemetry", "ReplacingMergeTree", 0],
+            ["telemetry_rollup", "AggregatingMergeTree", 0],
+          ])
+          // Latest still follows: a newer reading through the store is the latest.
           const newer = reading(t0 + 90 * day, { msgId: "after" })
           yield* store.insert([newer], "after-upgrade")
           expect(yield* store.latest("acme", "d1")).toEqual(Option.some(newer))

@@ -48,11 +48,11 @@ describe("ClickHouseTelemetryStore on a server target: chDB behind ClickHouse's 
         expect(yield* raw(`SHOW TABLES FROM ${database}`)).toEqual([
           { name: "dead_letters" },
           { name: "device_latest" },
-          { name: "device_latest_mv" },
+          { name: "latest_input" },
+          { name: "latest_input_mv" },
           { name: "schema_migrations" },
           { name: "telemetry" },
           { name: "telemetry_rollup" },
-          { name: "telemetry_rollup_mv" },
         ])
         const values = everyValueType
         const rows = [
