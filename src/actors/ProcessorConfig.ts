@@ -47,9 +47,16 @@ export interface ProcessorConfig {
    * live feed, until the next insert.
    */
   readonly maxInflightRecords: number
-  /** A tenant actor inserts when this many readings are buffered... Default 5000. */
+  /**
+   * A tenant actor inserts when this many readings are buffered... Default 10,000. Every insert
+   * writes three tables (readings, latest, rollups) at a fixed cost of ~10 ms of CPU for each
+   * beyond its rows, so fewer, larger inserts are cheaper (bench/README.md, "The cost of latest").
+   */
   readonly maxBatchRows: number
-  /** ...or when the oldest buffered reading has waited this long. Default 100 ms. */
+  /**
+   * ...or when the oldest buffered reading has waited this long. Default 250 ms: how much later a
+   * reading is in history and aggregates than it is in the live feed (which tails the stream).
+   */
   readonly flushIntervalMs: number
   /** Batches (each at most one pull) a tenant actor's mailbox holds before senders wait. Default 32. */
   readonly mailboxBatches: number
@@ -171,8 +178,8 @@ export const processor: Config.Config<ProcessorConfig> = Config.all({
       Config.validate({ message: "must be at least 1", validation: (n) => n >= 1 }),
     ),
   ),
-  maxBatchRows: key(Config.integer("max_batch_rows").pipe(Config.withDefault(5000))),
-  flushIntervalMs: key(Config.integer("flush_interval_ms").pipe(Config.withDefault(100))),
+  maxBatchRows: key(Config.integer("max_batch_rows").pipe(Config.withDefault(10_000))),
+  flushIntervalMs: key(Config.integer("flush_interval_ms").pipe(Config.withDefault(250))),
   mailboxBatches: key(Config.integer("mailbox_batches").pipe(Config.withDefault(32))),
   dedupWindow: key(Config.integer("dedup_window").pipe(Config.withDefault(64))),
   deviceIdleMs: key(Config.integer("device_idle_ms").pipe(Config.withDefault(600_000))),
@@ -194,8 +201,8 @@ export const defaults: ProcessorConfig = {
   pullMaxBytes: 4 * 1024 * 1024,
   idlePollMs: 5,
   maxInflightRecords: 4_000,
-  maxBatchRows: 5000,
-  flushIntervalMs: 100,
+  maxBatchRows: 10_000,
+  flushIntervalMs: 250,
   mailboxBatches: 32,
   dedupWindow: 64,
   deviceIdleMs: 600_000,
