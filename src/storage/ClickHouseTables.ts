@@ -26,8 +26,8 @@ import type { DeadLetter, FieldValue, TelemetryRow } from "./TelemetryStore.js"
  * existing tables. Each is idempotent.
  */
 export const settings = (database: string, fsync: boolean): ReadonlyArray<string> =>
-  // The views' tables too (device_latest, the rollups): their parts are written by the same
-  // insert, and an acknowledged reading must not be lost from `latest`, `activity` or
+  // The latest and rollup tables too: the store's insert writes them with the readings (Latest.ts,
+  // Rollups.ts), and an acknowledged reading must not be lost from `latest`, `activity` or
   // `aggregate` while it survives in `telemetry`.
   ["telemetry", "dead_letters", "device_latest", "telemetry_rollup"].map(
     (table) =>

@@ -93,16 +93,9 @@ export const copy = (chdbPath: string, to: ClickHouseConfig) =>
     // The latest readings and the rollups are written by the store's insert, which the copy
     // bypasses: add the latest states of the server's readings (duplicates change nothing), and
     // recount its rollups (each reading once, FINAL), so a second copy counts nothing twice.
-    for (const statement of [Latest.backfill(db), ...Rollups.rebuild(db)]) {
-      yield* Effect.tryPromise({
-        try: () => target.command({ query: statement }),
-        catch: (cause) =>
-          new StorageUnavailable({
-            operation: "rebuild device_latest and telemetry_rollup",
-            reason: String((cause as Error).message ?? cause),
-          }),
-      })
-    }
+    const sql = Rollups.sqlOf(target, "rebuild device_latest and telemetry_rollup")
+    yield* sql.command(Latest.backfill(db))
+    yield* Rollups.rebuild(sql, db)
     return copied
   }).pipe(Effect.scoped)
 

@@ -58,6 +58,14 @@ const create = (db: string, name: string) =>
 
 export const granularity = 256
 
+/**
+ * For an INSERT … SELECT into `device_latest`: no dedup (the block is no redelivery; on chDB an
+ * earlier insert's token stays set on the session), and no partition limit: it is partitioned by
+ * tenant, and a store of more than 100 tenants would be refused.
+ */
+const copySettings =
+  "insert_deduplicate = 0, insert_deduplication_token = '', max_partitions_per_insert_block = 0"
+
 /** The Null table the store inserts the winning rows into, and its view into `device_latest`. */
 const input = (db: string) => [
   `CREATE TABLE IF NOT EXISTS ${db}.latest_input (
@@ -84,7 +92,7 @@ const input = (db: string) => [
 export const backfill = (db: string) =>
   `INSERT INTO ${db}.device_latest (tenant_id, device_id, latest, last_seen)
    ${states(`${db}.telemetry`)}
-   SETTINGS insert_deduplicate = 0, insert_deduplication_token = ''`
+   SETTINGS ${copySettings}`
 
 /**
  * Migration 7's program, re-runnable from any stop by the state it finds: `device_latest` is
@@ -109,13 +117,13 @@ export const migrate = (sql: MigrationSql, db: string) =>
     yield* sql.command(`DROP VIEW IF EXISTS ${db}.device_latest_mv`)
     const current = yield* createQuery("device_latest")
     if (current === undefined) return yield* sql.fail(`table ${db}.device_latest does not exist`)
-    if (!current.includes(`index_granularity = ${granularity}`)) {
+    if (/index_granularity = (\d+)/.exec(current)?.[1] !== String(granularity)) {
       // A spare left by a run stopped before its swap holds a partial copy: start it over.
       yield* sql.command(`DROP TABLE IF EXISTS ${db}.${spare} SYNC`)
       yield* sql.command(create(db, spare))
       yield* sql.command(
         `INSERT INTO ${db}.${spare} SELECT tenant_id, device_id, latest, last_seen FROM ${db}.device_latest
-         SETTINGS insert_deduplicate = 0, insert_deduplication_token = ''`,
+         SETTINGS ${copySettings}`,
       )
       yield* sql.command(`EXCHANGE TABLES ${db}.device_latest AND ${db}.${spare}`)
     }

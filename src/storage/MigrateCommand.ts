@@ -56,15 +56,14 @@ export const run = ({ dryRun, rebuildRollups }: MigrateOptions): Effect.Effect<n
     }
     if (rebuildRollups) {
       const started = performance.now()
-      for (const statement of Rollups.rebuild(config.database)) {
-        yield* Effect.tryPromise({
-          try: () => client.command({ query: statement }),
-          catch: (cause) =>
-            new StorageUnavailable({ operation: "rebuild telemetry_rollup", reason: String(cause) }),
-        })
-      }
+      const months = yield* Rollups.rebuild(
+        Rollups.sqlOf(client, "rebuild telemetry_rollup"),
+        config.database,
+      )
       const seconds = ((performance.now() - started) / 1000).toFixed(1)
-      console.log(`rollups of ${where} recounted from the stored readings in ${seconds} s`)
+      console.log(
+        `rollups of ${where} recounted from the stored readings (${months} tenant-months) in ${seconds} s`,
+      )
     }
     return 0
   }).pipe(

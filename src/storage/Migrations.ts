@@ -144,7 +144,10 @@ export const migrations: ReadonlyArray<Migration> = [
       `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.device_latest_mv TO ${db}.device_latest AS
        ${Latest.states(`${db}.telemetry`)}`,
       // The rows stored before the view existed. No FINAL: a duplicate changes no answer (above).
-      `INSERT INTO ${db}.device_latest (tenant_id, device_id, latest, last_seen) ${Latest.states(`${db}.telemetry`)}`,
+      // No partition limit: device_latest is partitioned by tenant (added after a store of more
+      // than 100 tenants failed here; the statement is otherwise as first shipped).
+      `INSERT INTO ${db}.device_latest (tenant_id, device_id, latest, last_seen) ${Latest.states(`${db}.telemetry`)}
+       SETTINGS max_partitions_per_insert_block = 0`,
     ],
   },
   {
@@ -195,10 +198,10 @@ export const migrations: ReadonlyArray<Migration> = [
       SETTINGS non_replicated_deduplication_window = ${dedupWindow}`,
       `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.telemetry_rollup_mv TO ${db}.telemetry_rollup AS
        ${Rollups.states(`${db}.telemetry`)}`,
-      // Emptied before the backfill so that a re-run (this migration interrupted) recounts
-      // everything once instead of adding to what the view and the last run counted.
-      ...Rollups.rebuild(db),
     ],
+    // The backfill empties the table first, so that a re-run (this migration interrupted)
+    // recounts everything once instead of adding to what the view and the last run counted.
+    program: (sql, db) => Effect.asVoid(Rollups.rebuild(sql, db)),
   },
   {
     id: 6,

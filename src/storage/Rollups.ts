@@ -20,13 +20,16 @@
  *   and answers from raw when they differ (`Aggregates.ts`), until `rebuild` recounts.
  * - Floats: sums of partial sums are the raw sum when the partials are exact (integers, binary
  *   fractions); otherwise they may differ in the last bits (the raw sum's order is not fixed
- *   either). NaN and ±Infinity agree: min and max skip NaN (NaN only if every value is), any NaN,
- *   or +Infinity with -Infinity, makes the sum NaN, in any order.
+ *   either), and a finite sum that overflows to ±Infinity may do so in one order only. NaN and
+ *   ±Infinity otherwise agree: min and max skip NaN (NaN only if every value is), any NaN, or
+ *   +Infinity with -Infinity, makes the sum NaN, in any order.
  *
  * `partials` is the same fold in SQL: the rebuild's, and the raw edges of a rollup read. `fold`
  * must agree with it value for value; `test/storage/rollups.test.ts` compares both with raw.
  */
-import type { TelemetryRow } from "./TelemetryStore.js"
+import type { ClickHouseClient } from "@clickhouse/client"
+import { Effect } from "effect"
+import { StorageUnavailable, type TelemetryRow } from "./TelemetryStore.js"
 
 /**
  * The granularities (bucket widths in ms), coarsest first. Adding one needs a rebuild of the
@@ -64,9 +67,11 @@ export const partials = (source: string, of: ReadonlyArray<number> = granulariti
 
 /**
  * The partials of `source` folded per (tenant, device, granularity, bucket). `sumMap`, `minMap`,
- * `maxMap` fold as a read folds the partials (checked on chDB 26.7): a key whose sum is 0 is kept,
- * min and max skip NaN (NaN only if every value is), a field called '' is a key like any other;
+ * `maxMap` fold as a read folds the partials: min and max skip NaN (NaN only if every value is);
  * -0 and 0 compare equal, so which one a min or max keeps depends on the order, in raw reads too.
+ * ClickHouse may drop a key whose sum is 0 from `value_sum` (here or in a merge) where `fold`
+ * keeps it: a read takes a missing key as 0 (`Aggregates.ts`), so no answer changes, and the
+ * count map never sums to 0.
  */
 export const states = (source: string) =>
   `SELECT tenant_id, device_id, granularity, bucket, sum(readings) AS readings,
@@ -83,19 +88,68 @@ export const states = (source: string) =>
 export const recount =
   "insert_deduplicate = 0, insert_deduplication_token = '', max_partitions_per_insert_block = 0"
 
+/** What `rebuild` runs its SQL with: a migration's `MigrationSql`, or `sqlOf` a client. */
+export interface Sql<E> {
+  readonly command: (statement: string, params?: Record<string, unknown>) => Effect.Effect<void, E>
+  readonly query: <A>(
+    statement: string,
+    params?: Record<string, unknown>,
+  ) => Effect.Effect<ReadonlyArray<A>, E>
+}
+
+/** `Sql` over a ClickHouse client; a failure is StorageUnavailable(`operation`). */
+export const sqlOf = (client: ClickHouseClient, operation: string): Sql<StorageUnavailable> => {
+  const unavailable = (cause: unknown) =>
+    new StorageUnavailable({ operation, reason: cause instanceof Error ? cause.message : String(cause) })
+  return {
+    command: (statement, params) =>
+      Effect.tryPromise({
+        try: () =>
+          client.command({ query: statement, ...(params === undefined ? {} : { query_params: params }) }),
+        catch: unavailable,
+      }).pipe(Effect.asVoid),
+    query: <A>(statement: string, params?: Record<string, unknown>) =>
+      Effect.tryPromise({
+        try: async () => {
+          const result = await client.query({
+            query: statement,
+            format: "JSONEachRow",
+            ...(params === undefined ? {} : { query_params: params }),
+          })
+          return result.json<A>()
+        },
+        catch: unavailable,
+      }),
+  }
+}
+
 /**
  * Recounts the rollups from the stored readings, each once (`telemetry FINAL`): after a replay
  * under another token, or to fill a rollup that missed inserts (an older Sluice writing without
- * it). Run with ingest stopped (`sluice migrate --rebuild-rollups`): a batch stored between the
- * TRUNCATE and the backfill's read would be counted twice, one between that read and the end
- * not at all; a read meanwhile answers from raw (its check fails), never wrong.
+ * it). One INSERT … SELECT per (tenant, month) of `telemetry`, so its GROUP BY holds one
+ * partition's buckets (about one per reading at 1-minute granularity), not the history's, and
+ * spills to disk past 1 GB. Run with ingest stopped (`sluice migrate --rebuild-rollups`): a batch
+ * stored between the TRUNCATE and the backfill's read of its month would be counted twice, one
+ * after that read not at all; a read meanwhile answers from raw (its check fails), never wrong.
  */
-export const rebuild = (db: string) => [
-  `TRUNCATE TABLE ${db}.telemetry_rollup`,
-  `INSERT INTO ${db}.telemetry_rollup (${columns.join(", ")})
-   ${states(`${db}.telemetry FINAL`)}
-   SETTINGS do_not_merge_across_partitions_select_final = 1, ${recount}`,
-]
+export const rebuild = <E>(sql: Sql<E>, db: string) =>
+  Effect.gen(function* () {
+    yield* sql.command(`TRUNCATE TABLE ${db}.telemetry_rollup`)
+    const months = yield* sql.query<{ tenant_id: string; month: number | string }>(
+      `SELECT DISTINCT tenant_id, toYYYYMM(ts) AS month FROM ${db}.telemetry ORDER BY tenant_id, month`,
+    )
+    for (const { tenant_id, month } of months) {
+      yield* sql.command(
+        `INSERT INTO ${db}.telemetry_rollup (${columns.join(", ")})
+         ${states(`(SELECT * FROM ${db}.telemetry FINAL
+           WHERE tenant_id = {tenant:String} AND toYYYYMM(ts) = {month:UInt32})`)}
+         SETTINGS do_not_merge_across_partitions_select_final = 1,
+           max_bytes_before_external_group_by = 1000000000, ${recount}`,
+        { tenant: tenant_id, month: Number(month) },
+      )
+    }
+    return months.length
+  })
 
 /** JSON has no NaN or Infinity; ClickHouse reads these strings into a Float64. */
 const encodeFloat = (n: number): number | string =>

@@ -8,26 +8,20 @@
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
 import * as CopyStore from "../../src/storage/CopyStore.js"
 import type { ClickHouseConfig } from "../../src/storage/StorageConfig.js"
 import { type DeadLetter, TelemetryStore } from "../../src/storage/TelemetryStore.js"
-import { type ClickHouseHttpPeer, startClickHouseHttpPeer } from "../support/clickhouseHttpPeer.js"
+import { peerForFile } from "../support/clickhouseHttpPeer.js"
 import { everyValueType, historyOf, reading, t0 } from "./fixtures.js"
 
-let peer: ClickHouseHttpPeer
-beforeAll(async () => {
-  peer = await startClickHouseHttpPeer()
-}, 60_000)
-afterAll(async () => {
-  expect(await peer?.stop()).toBe(0)
-})
+const peer = peerForFile()
 
 const onServer = (database: string): ClickHouseConfig => ({
   // The peer ignores credentials; they are passed to prove the headers do not break the copy.
-  target: { _tag: "Server", url: peer.url, user: "default", password: Redacted.make("it's \\ secret") },
+  target: { _tag: "Server", url: peer().url, user: "default", password: Redacted.make("it's \\ secret") },
   database,
   fsync: true,
 })

@@ -8,27 +8,21 @@
 import { execFile } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
-import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import { Effect, Logger, LogLevel } from "effect"
 import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
 import type { ClickHouseConfig } from "../../src/storage/StorageConfig.js"
 import { TelemetryStore } from "../../src/storage/TelemetryStore.js"
-import { type ClickHouseHttpPeer, startClickHouseHttpPeer } from "../support/clickhouseHttpPeer.js"
+import { peerForFile } from "../support/clickhouseHttpPeer.js"
 import { reading, t0 } from "./fixtures.js"
 
 const root = fileURLToPath(new URL("../..", import.meta.url))
 
-let peer: ClickHouseHttpPeer
-beforeAll(async () => {
-  peer = await startClickHouseHttpPeer()
-}, 60_000)
-afterAll(async () => {
-  expect(await peer?.stop()).toBe(0)
-})
+const peer = peerForFile()
 
 const database = "rebuild"
 const onServer = (): ClickHouseConfig => ({
-  target: { _tag: "Server", url: peer.url, user: undefined, password: undefined },
+  target: { _tag: "Server", url: peer().url, user: undefined, password: undefined },
   database,
   fsync: true,
 })
@@ -36,7 +30,7 @@ const onServer = (): ClickHouseConfig => ({
 const sluice = (...args: Array<string>) =>
   promisify(execFile)(process.execPath, ["--import", "tsx", "src/main.ts", ...args], {
     cwd: root,
-    env: { ...process.env, SLUICE_CLICKHOUSE_URL: peer.url, SLUICE_CLICKHOUSE_DATABASE: database },
+    env: { ...process.env, SLUICE_CLICKHOUSE_URL: peer().url, SLUICE_CLICKHOUSE_DATABASE: database },
     timeout: 60_000,
   })
 
@@ -76,7 +70,9 @@ describe("sluice migrate --rebuild-rollups (against a ClickHouse HTTP test peer,
 
         const { stdout } = yield* Effect.promise(() => sluice("migrate", "--rebuild-rollups"))
         expect(stdout).toMatch(/schema of .* is current \(migration \d+\)/)
-        expect(stdout).toMatch(/rollups of .* recounted from the stored readings in [\d.]+ s/)
+        expect(stdout).toMatch(
+          /rollups of .* recounted from the stored readings \(1 tenant-months\) in [\d.]+ s/,
+        )
 
         yield* Effect.gen(function* () {
           const store = yield* TelemetryStore

@@ -8,30 +8,24 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { hostname, tmpdir } from "node:os"
 import { join } from "node:path"
 import { type ClickHouseClient, createClient } from "@clickhouse/client"
-import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Option } from "effect"
 import { encodeDeadLetter, encodeRow } from "../../src/storage/ClickHouseTables.js"
 import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
 import * as Migrations from "../../src/storage/Migrations.js"
 import type { ClickHouseConfig } from "../../src/storage/StorageConfig.js"
 import { type DeadLetter, type TelemetryRow, TelemetryStore } from "../../src/storage/TelemetryStore.js"
-import { type ClickHouseHttpPeer, startClickHouseHttpPeer } from "../support/clickhouseHttpPeer.js"
+import { peerForFile } from "../support/clickhouseHttpPeer.js"
 import { everyValueType, historyOf, reading, t0 } from "./fixtures.js"
 
 const dataDir = mkdtempSync(join(tmpdir(), "sluice-migrations-"))
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }))
 
-let peer: ClickHouseHttpPeer
-beforeAll(async () => {
-  peer = await startClickHouseHttpPeer()
-}, 60_000)
-afterAll(async () => {
-  expect(await peer?.stop()).toBe(0)
-})
+const peer = peerForFile()
 
 const chdb = (database: string) => ClickHouseTelemetryStore.embedded(dataDir, database)
 const server = (database: string): ClickHouseConfig => ({
-  target: { _tag: "Server", url: peer.url, user: undefined, password: undefined },
+  target: { _tag: "Server", url: peer().url, user: undefined, password: undefined },
   database,
   fsync: true,
 })
@@ -458,53 +452,62 @@ describe("migration 4: telemetry and dead_letters repartitioned by (tenant, mont
 })
 
 describe("migration 7: device_latest in granules of 256, fed through latest_input", () => {
-  it.scoped("a run stopped before its swap (a partial copy left) completes on the next start", () =>
-    Effect.gen(function* () {
-      const config = chdb("latest_stopped_before_swap")
-      const db = config.database
-      const client = yield* clientOf(config)
-      yield* Migrations.migrate(client, db, { migrations: Migrations.migrations.filter((m) => m.id <= 6) })
-      const rows = [
-        reading(t0 + 5, { receivedAt: t0 + 10 }),
-        reading(t0 + 1, { msgId: "late", receivedAt: t0 + 90 }),
-        reading(t0 + 2, { deviceId: "d2" }),
-      ]
-      yield* insertRaw(client, db, rows, "before-7") // through migration 3's view
-      // The state of a stop mid-copy: the old view already dropped, a spare holding a wrong state.
-      yield* command(client, `DROP VIEW ${db}.device_latest_mv`)
-      yield* command(client, `CREATE TABLE ${db}.device_latest_regranulate AS ${db}.device_latest`)
-      yield* command(
-        client,
-        `INSERT INTO ${db}.device_latest_regranulate
-         SELECT tenant_id, 'ghost', latest, last_seen FROM ${db}.device_latest`,
-      )
-      const again = yield* Migrations.migrate(client, db)
-      expect(again.pending.map((m) => m.id)).toEqual([7])
-      const tables = yield* select(
-        client,
-        `SELECT name, create_table_query LIKE '%index_granularity = 256%' AS small
+  it.scoped(
+    "a run stopped before its swap (a partial copy left) completes on the next start, 121 tenants",
+    () =>
+      Effect.gen(function* () {
+        const config = chdb("latest_stopped_before_swap")
+        const db = config.database
+        const client = yield* clientOf(config)
+        yield* Migrations.migrate(client, db, { migrations: Migrations.migrations.filter((m) => m.id <= 6) })
+        const rows = [
+          reading(t0 + 5, { receivedAt: t0 + 10 }),
+          reading(t0 + 1, { msgId: "late", receivedAt: t0 + 90 }),
+          reading(t0 + 2, { deviceId: "d2" }),
+        ]
+        yield* insertRaw(client, db, rows, "before-7") // through migration 3's view
+        // 120 more tenants: the copy into the new table spans more than 100 partitions (tenants).
+        for (const part of [0, 60]) {
+          const others = Array.from({ length: 60 }, (_, i) => reading(t0, { tenantId: `t${part + i}` }))
+          yield* insertRaw(client, db, others, `tenants-${part}`)
+        }
+        // The state of a stop mid-copy: the old view already dropped, a spare holding a wrong state.
+        yield* command(client, `DROP VIEW ${db}.device_latest_mv`)
+        yield* command(client, `CREATE TABLE ${db}.device_latest_regranulate AS ${db}.device_latest`)
+        yield* command(
+          client,
+          `INSERT INTO ${db}.device_latest_regranulate
+         SELECT tenant_id, 'ghost', latest, last_seen FROM ${db}.device_latest
+         SETTINGS max_partitions_per_insert_block = 0`,
+        )
+        const again = yield* Migrations.migrate(client, db)
+        expect(again.pending.map((m) => m.id)).toEqual([7])
+        const tables = yield* select(
+          client,
+          `SELECT name, create_table_query LIKE '%index_granularity = 256%' AS small
          FROM system.tables WHERE database = '${db}' AND name LIKE '%latest%' ORDER BY name`,
-      )
-      expect(tables.map((t) => [t.name, Number(t.small)])).toEqual([
-        ["device_latest", 1],
-        ["latest_input", 0],
-        ["latest_input_mv", 0],
-      ])
-      yield* Effect.gen(function* () {
-        const store = yield* TelemetryStore
-        expect(yield* store.latest("acme", "d1")).toEqual(Option.some(rows[0]))
-        expect(yield* store.latest("acme", "ghost")).toEqual(Option.none())
-        expect(yield* store.activity("acme")).toEqual([
-          { deviceId: "d1", lastSeen: t0 + 90 },
-          { deviceId: "d2", lastSeen: t0 + 52 },
+        )
+        expect(tables.map((t) => [t.name, Number(t.small)])).toEqual([
+          ["device_latest", 1],
+          ["latest_input", 0],
+          ["latest_input_mv", 0],
         ])
-        // And the store's insert feeds it: a newer reading is the latest, an older one is not.
-        const newer = reading(t0 + 9, { msgId: "newer", receivedAt: t0 + 95 })
-        yield* store.insert([newer, reading(t0, { msgId: "old", receivedAt: t0 + 99 })], "after-7")
-        expect(yield* store.latest("acme", "d1")).toEqual(Option.some(newer))
-        expect((yield* store.activity("acme"))[0]).toEqual({ deviceId: "d1", lastSeen: t0 + 99 })
-      }).pipe(Effect.provide(ClickHouseTelemetryStore.layerWith(config)))
-    }),
+        yield* Effect.gen(function* () {
+          const store = yield* TelemetryStore
+          expect(yield* store.latest("acme", "d1")).toEqual(Option.some(rows[0]))
+          expect(yield* store.latest("acme", "ghost")).toEqual(Option.none())
+          expect(yield* store.latest("t119", "d1")).toEqual(Option.some(reading(t0, { tenantId: "t119" })))
+          expect(yield* store.activity("acme")).toEqual([
+            { deviceId: "d1", lastSeen: t0 + 90 },
+            { deviceId: "d2", lastSeen: t0 + 52 },
+          ])
+          // And the store's insert feeds it: a newer reading is the latest, an older one is not.
+          const newer = reading(t0 + 9, { msgId: "newer", receivedAt: t0 + 95 })
+          yield* store.insert([newer, reading(t0, { msgId: "old", receivedAt: t0 + 99 })], "after-7")
+          expect(yield* store.latest("acme", "d1")).toEqual(Option.some(newer))
+          expect((yield* store.activity("acme"))[0]).toEqual({ deviceId: "d1", lastSeen: t0 + 99 })
+        }).pipe(Effect.provide(ClickHouseTelemetryStore.layerWith(config)))
+      }),
   )
 })
 
@@ -516,7 +519,7 @@ describe("schema migrations on a server target (the ClickHouse HTTP peer)", () =
   it.scoped("refuse a database at a migration newer than this code", () =>
     Effect.gen(function* () {
       const config = server("future_server")
-      const client = createClient({ url: peer.url })
+      const client = createClient({ url: peer().url })
       yield* Effect.addFinalizer(() => Effect.promise(() => client.close()))
       yield* Migrations.migrate(client, config.database)
       yield* command(

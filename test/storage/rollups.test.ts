@@ -294,7 +294,11 @@ describe("aggregate through the rollups equals the raw computation", () => {
           expect(replayed.map((b) => b.values.count_x)).toEqual([1, 1])
           expect(warnings).toHaveLength(1)
           // The rebuild (`sluice migrate --rebuild-rollups`, ingest stopped) recounts from FINAL.
-          for (const statement of Rollups.rebuild(database)) yield* raw(statement)
+          yield* Effect.acquireUseRelease(
+            Effect.sync(() => ClickHouseTelemetryStore.openClient(config(database).target)),
+            (client) => Rollups.rebuild(Rollups.sqlOf(client, "rebuild"), database),
+            (client) => Effect.promise(() => client.close()),
+          )
           expect(yield* stored()).toEqual([6, 6])
           for (const tenant of ["a", "b", "c"]) yield* sameAsRaw(store, tenant, "d1", range, hour, ["x"])
         }),

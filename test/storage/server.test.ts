@@ -7,21 +7,15 @@
  * what chDB shares with it. Each test has a database of its own on the one peer.
  */
 import { createClient } from "@clickhouse/client"
-import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Option } from "effect"
 import * as ClickHouseTelemetryStore from "../../src/storage/ClickHouseTelemetryStore.js"
 import type { ClickHouseConfig } from "../../src/storage/StorageConfig.js"
 import { type DeadLetter, TelemetryStore, type TelemetryStoreApi } from "../../src/storage/TelemetryStore.js"
-import { type ClickHouseHttpPeer, startClickHouseHttpPeer } from "../support/clickhouseHttpPeer.js"
+import { peerForFile } from "../support/clickhouseHttpPeer.js"
 import { all, everyValueType, historyOf, rawSql, reading, t0 } from "./fixtures.js"
 
-let peer: ClickHouseHttpPeer
-beforeAll(async () => {
-  peer = await startClickHouseHttpPeer()
-}, 60_000)
-afterAll(async () => {
-  expect(await peer?.stop()).toBe(0)
-})
+const peer = peerForFile()
 
 const server = (url: string, database: string): ClickHouseConfig => ({
   target: { _tag: "Server", url, user: undefined, password: undefined },
@@ -34,12 +28,12 @@ let databases = 0
 const withStore = <A, E>(test: (store: TelemetryStoreApi, database: string) => Effect.Effect<A, E>) => {
   const database = `server_${++databases}`
   return Effect.flatMap(TelemetryStore, (store) => test(store, database)).pipe(
-    Effect.provide(ClickHouseTelemetryStore.layerWith(server(peer.url, database))),
+    Effect.provide(ClickHouseTelemetryStore.layerWith(server(peer().url, database))),
   )
 }
 
 /** Raw SQL through a client of its own, bypassing FINAL. */
-const { raw, rawCount } = rawSql(() => createClient({ url: peer.url }))
+const { raw, rawCount } = rawSql(() => createClient({ url: peer().url }))
 
 describe("ClickHouseTelemetryStore on a server target: chDB behind ClickHouse's HTTP interface in a separate process (a test peer, not clickhouse-server)", () => {
   it.scoped("creates its tables and round-trips rows with every value type, inside [from, to)", () =>

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
+import { afterAll, beforeAll, expect } from "vitest"
 
 const root = fileURLToPath(new URL("../..", import.meta.url))
 
@@ -67,5 +68,23 @@ export const startClickHouseHttpPeer = async (
       if (owned) rmSync(dataDir, { recursive: true, force: true })
       return code
     },
+  }
+}
+
+/**
+ * One peer for a test file: started before its tests, stopped after them (and its exit code
+ * checked). Returns the running peer's getter, for use inside tests.
+ */
+export const peerForFile = (): (() => ClickHouseHttpPeer) => {
+  let peer: ClickHouseHttpPeer | undefined
+  beforeAll(async () => {
+    peer = await startClickHouseHttpPeer()
+  }, 60_000)
+  afterAll(async () => {
+    expect(await peer?.stop()).toBe(0)
+  })
+  return () => {
+    if (peer === undefined) throw new Error("the ClickHouse HTTP peer has not started")
+    return peer
   }
 }
