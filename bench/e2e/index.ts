@@ -14,7 +14,7 @@
  *   npm run bench:e2e [-- --seconds 10 --devices 200 --latency-rate 5000 --single-process --ingress-workers 2]
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { mkdtempSync, readdirSync, readFileSync } from "node:fs"
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
 import net from "node:net"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
@@ -142,7 +142,15 @@ const childNames = async (http: string) => {
   return new Map((health.supervisor?.children ?? []).map((c) => [c.pid, c.name]))
 }
 
+/** The platform's data directories, removed when the run ends however it ends. */
+const dataDirs: Array<string> = []
+const removeDataDirs = () => {
+  for (const dir of dataDirs) rmSync(dir, { recursive: true, force: true })
+}
+
 const startPlatform = async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "sluice-bench-e2e-"))
+  dataDirs.push(dataDir)
   const mqttPort = await freePort()
   const ingestPort = await freePort()
   const httpPort = await freePort()
@@ -162,7 +170,7 @@ const startPlatform = async () => {
         ? ["--single-process"]
         : ["--ingress-workers", values["ingress-workers"]!, "--supervisor-port", String(supervisorPort)]),
     ],
-    { SLUICE_DATA_DIR: mkdtempSync(join(tmpdir(), "sluice-bench-e2e-")) },
+    { SLUICE_DATA_DIR: dataDir },
     // As `npm start` runs it: a larger young generation means fewer scavenges (about 25 % less GC time).
     ["--max-semi-space-size=32"],
   )
@@ -293,9 +301,13 @@ const main = async () => {
 }
 
 main().then(
-  () => process.exit(0),
+  () => {
+    removeDataDirs()
+    process.exit(0)
+  },
   (error) => {
     console.error(error)
+    removeDataDirs()
     process.exit(1)
   },
 )
