@@ -58,8 +58,18 @@ export const deadLetterColumns = [
   "raw",
 ] as const
 
+/**
+ * The settings of an INSERT … SELECT that copies or recounts rows (a migration's copy, a backfill,
+ * the rollup rebuild): no dedup, since the block is no redelivery — and the token too, since on
+ * chDB an earlier insert's token stays set on the session and would make ClickHouse drop the block
+ * as that insert's redelivery, insert_deduplicate = 0 or not; no partition limit, since the rows
+ * span any number of (tenant, month) partitions.
+ */
+export const copyInsertSettings =
+  "insert_deduplicate = 0, insert_deduplication_token = '', max_partitions_per_insert_block = 0"
+
 /** JSON has no NaN or Infinity; ClickHouse reads these strings into a Float64 and writes them back. */
-const encodeFloat = (n: number): number | string =>
+export const encodeFloat = (n: number): number | string =>
   Number.isFinite(n) ? n : Number.isNaN(n) ? "nan" : n > 0 ? "inf" : "-inf"
 
 // A DateTime64(3) column reads a JSON integer as milliseconds; a fraction would read as seconds.

@@ -154,7 +154,7 @@ export const make = (config: StorageConfig.ClickHouseConfig) =>
       )
 
     // Rows as JSON arrays in `columns` order (JSONCompactEachRow): ClickHouse parses no keys, ~1
-    // µs of CPU less per stored reading than JSONEachRow (bench/README.md, "The cost of latest").
+    // µs of CPU less per stored reading than JSONEachRow (bench/README.md, "Paying for latest and rollups").
     const insertInto = <Column extends string>(
       operation: string,
       table: string,

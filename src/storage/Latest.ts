@@ -8,7 +8,9 @@
  * what is inserted into states: the store's insert sends it only the rows of a batch that can win,
  * per device the newest by (ts, msg_id) and the newest by arrival (`pick`, at most two of them),
  * so the view folds ~200 rows of a 3,000-reading batch from 200 devices instead of all 3,000, as
- * migration 3's view on `telemetry` did (~4 µs of CPU per stored reading; bench/README.md).
+ * migration 3's view on `telemetry` did. That is not what costs: the table costs ~10 ms of CPU
+ * per INSERT either way (a query, a part, its merges), which larger batches pay for
+ * (bench/README.md, "Paying for latest and rollups").
  *
  * Duplicates are harmless: argMax and max give the same answer however often a row is counted,
  * so neither a redelivered batch, a replay under another token, nor a backfill run twice (or
@@ -20,6 +22,7 @@
  * `latest` only by a migration that changes this tuple.
  */
 import { Effect } from "effect"
+import { copyInsertSettings } from "./ClickHouseTables.js"
 import type { MigrationSql } from "./Migrations.js"
 import type { TelemetryRow } from "./TelemetryStore.js"
 
@@ -58,14 +61,6 @@ const create = (db: string, name: string) =>
 
 export const granularity = 256
 
-/**
- * For an INSERT … SELECT into `device_latest`: no dedup (the block is no redelivery; on chDB an
- * earlier insert's token stays set on the session), and no partition limit: it is partitioned by
- * tenant, and a store of more than 100 tenants would be refused.
- */
-const copySettings =
-  "insert_deduplicate = 0, insert_deduplication_token = '', max_partitions_per_insert_block = 0"
-
 /** The Null table the store inserts the winning rows into, and its view into `device_latest`. */
 const input = (db: string) => [
   `CREATE TABLE IF NOT EXISTS ${db}.latest_input (
@@ -92,7 +87,7 @@ const input = (db: string) => [
 export const backfill = (db: string) =>
   `INSERT INTO ${db}.device_latest (tenant_id, device_id, latest, last_seen)
    ${states(`${db}.telemetry`)}
-   SETTINGS ${copySettings}`
+   SETTINGS ${copyInsertSettings}`
 
 /**
  * Migration 7's program, re-runnable from any stop by the state it finds: `device_latest` is
@@ -123,7 +118,7 @@ export const migrate = (sql: MigrationSql, db: string) =>
       yield* sql.command(create(db, spare))
       yield* sql.command(
         `INSERT INTO ${db}.${spare} SELECT tenant_id, device_id, latest, last_seen FROM ${db}.device_latest
-         SETTINGS ${copySettings}`,
+         SETTINGS ${copyInsertSettings}`,
       )
       yield* sql.command(`EXCHANGE TABLES ${db}.device_latest AND ${db}.${spare}`)
     }

@@ -207,9 +207,8 @@ export const migrations: ReadonlyArray<Migration> = [
     id: 6,
     name: "telemetry_rollup written by the store's insert, not a view",
     // The store folds each batch into its rollup rows in JavaScript and inserts them under the
-    // batch's token (Rollups.ts): ~400 rows for a batch of 3,000 readings from 200 devices instead
-    // of the view's GROUP BY over every reading (~3 µs of CPU per reading; bench/README.md). No
-    // recount: the view's rows were exact. A reading stored by an older Sluice after this point
+    // batch's token (Rollups.ts): an explicit dedup instead of the view's derived tokens, at the
+    // same CPU (bench/README.md, "Paying for latest and rollups"). No recount: the view's rows were exact. A reading stored by an older Sluice after this point
     // reaches no rollup; reads notice the count mismatch and answer from raw until
     // `sluice migrate --rebuild-rollups` (so upgrade a server with its processors stopped).
     statements: (db) => [`DROP VIEW IF EXISTS ${db}.telemetry_rollup_mv`],
@@ -218,8 +217,7 @@ export const migrations: ReadonlyArray<Migration> = [
     id: 7,
     name: "device_latest in granules of 256, written from each batch's newest rows",
     // A read of one device decoded a whole 8,192-row granule of argMax states (~13 ms in a
-    // 10,000-device tenant), and the view on `telemetry` folded every stored reading (~4 µs of
-    // CPU each). Now the store inserts per device only the rows that can win into the Null table
+    // 10,000-device tenant). The view on `telemetry` goes too: the store inserts per device only the rows that can win into the Null table
     // `latest_input`, whose view folds them into `device_latest` (Latest.ts, and its program).
     statements: () => [],
     program: Latest.migrate,

@@ -24,6 +24,7 @@
  * before its own process inserts anything, and no other process opens its chDB.
  */
 import { Effect } from "effect"
+import { copyInsertSettings } from "./ClickHouseTables.js"
 import type { MigrationSql } from "./Migrations.js"
 
 /** A table's new layout: its columns (for the copies) and its CREATE under another name. */
@@ -91,10 +92,7 @@ export const deadLetters = (dedupWindow: number): Layout => ({
     SETTINGS non_replicated_deduplication_window = ${dedupWindow}`,
 })
 
-// The token too: on chDB an earlier insert's token stays set on the session and would make
-// ClickHouse drop a copied block as that insert's redelivery, insert_deduplicate = 0 or not.
-const copySettings =
-  "SETTINGS insert_deduplicate = 0, insert_deduplication_token = '', max_partitions_per_insert_block = 0"
+const copySettings = `SETTINGS ${copyInsertSettings}`
 
 /** Brings `layout.table` to its new partition key from whatever state a previous run left. */
 export const repartition = (sql: MigrationSql, db: string, layout: Layout) => {

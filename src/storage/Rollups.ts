@@ -6,9 +6,10 @@
  * Written by the store's `insert`, not by a materialized view (migration 6 dropped migration 5's):
  * each batch is folded here in JavaScript into one partial row per (tenant, device, granularity,
  * bucket) it touches and inserted as a second block after the readings, under the batch's token
- * plus "/rollup". A batch of 3,000 readings from 200 devices becomes ~400 rollup rows instead of
- * a view's GROUP BY over every reading, which cost ~3 µs of CPU per stored reading in ClickHouse
- * (bench/README.md, "The cost of the rollups").
+ * plus "/rollup", so the dedup of a redelivered batch is explicit rather than resting on a
+ * view's derived tokens. A batch of 3,000 readings from 200 devices becomes ~400 rollup rows; the
+ * CPU is the same as the view's (~10 ms per INSERT, whatever its rows: a query, a part, its
+ * merges), which larger batches pay for (bench/README.md, "Paying for latest and rollups").
  *
  * Exactness, against the raw computation over `telemetry FINAL`:
  * - A batch redelivered under its token is dropped by both tables (each keeps a dedup window), so
@@ -29,6 +30,7 @@
  */
 import type { ClickHouseClient } from "@clickhouse/client"
 import { Effect } from "effect"
+import { copyInsertSettings, encodeFloat } from "./ClickHouseTables.js"
 import { StorageUnavailable, type TelemetryRow } from "./TelemetryStore.js"
 
 /**
@@ -79,14 +81,6 @@ export const states = (source: string) =>
      minMap(value_min) AS value_min, maxMap(value_max) AS value_max
    FROM (${partials(source)})
    GROUP BY tenant_id, device_id, granularity, bucket`
-
-/**
- * For an INSERT … SELECT that recounts: no dedup (the block is no redelivery). The token too: on
- * chDB an earlier insert's token stays set on the session and would make ClickHouse drop the block
- * as that insert's redelivery. No partition limit: the history spans any number of months.
- */
-export const recount =
-  "insert_deduplicate = 0, insert_deduplication_token = '', max_partitions_per_insert_block = 0"
 
 /** What `rebuild` runs its SQL with: a migration's `MigrationSql`, or `sqlOf` a client. */
 export interface Sql<E> {
@@ -144,16 +138,12 @@ export const rebuild = <E>(sql: Sql<E>, db: string) =>
          ${states(`(SELECT * FROM ${db}.telemetry FINAL
            WHERE tenant_id = {tenant:String} AND toYYYYMM(ts) = {month:UInt32})`)}
          SETTINGS do_not_merge_across_partitions_select_final = 1,
-           max_bytes_before_external_group_by = 1000000000, ${recount}`,
+           max_bytes_before_external_group_by = 1000000000, ${copyInsertSettings}`,
         { tenant: tenant_id, month: Number(month) },
       )
     }
     return months.length
   })
-
-/** JSON has no NaN or Infinity; ClickHouse reads these strings into a Float64. */
-const encodeFloat = (n: number): number | string =>
-  Number.isFinite(n) ? n : Number.isNaN(n) ? "nan" : n > 0 ? "inf" : "-inf"
 
 interface Field {
   count: number
